@@ -1,0 +1,357 @@
+//! The batch processor: queue records in, one outcome per record out. Parsing is per
+//! record, so a malformed body fails alone; writing is per chunk, set-based, with at most
+//! `MIRROR_MAX_CONNECTIONS` chunks in flight.
+
+use futures::stream::{self, StreamExt};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::event::{Event, Family, Limits};
+use crate::rejection::Rejection;
+use crate::store::{Pending, Store, StoreError, Written};
+use crate::timestamp::Timestamp;
+
+/// One queue record: an SQS message, or an envelope read from a file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub message_id: String,
+    pub body: Option<String>,
+    /// SQS `ApproximateReceiveCount`, when the record came from a queue.
+    pub receive_count: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Stale,
+    /// Final: never retried (CONTRACT.md section 3, rejected events).
+    Rejected(Rejection),
+    /// Transient: the record should be delivered again.
+    Failed(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordOutcome {
+    pub message_id: String,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    pub entity_id: Option<String>,
+    pub outcome: Outcome,
+}
+
+impl RecordOutcome {
+    pub fn new(message_id: impl Into<String>, outcome: Outcome) -> Self {
+        RecordOutcome {
+            message_id: message_id.into(),
+            event_id: None,
+            event_type: None,
+            entity_id: None,
+            outcome,
+        }
+    }
+}
+
+/// Which families a processor accepts: a function takes its own only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Only(Family),
+    AllFamilies,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchOutcome {
+    pub records: Vec<RecordOutcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    pub reason: String,
+}
+
+/// The JSON summary `mirrorctl apply` prints (CONTRACT.md section 5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub stale: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub rejections: Vec<Problem>,
+    pub failures: Vec<Problem>,
+}
+
+impl Summary {
+    /// 0 when nothing was rejected or failed, 2 when something was rejected and nothing
+    /// failed, 1 when anything failed.
+    pub fn exit_code(&self) -> i32 {
+        if self.failed > 0 {
+            1
+        } else if self.rejected > 0 {
+            2
+        } else {
+            0
+        }
+    }
+}
+
+impl BatchOutcome {
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::default();
+        for r in &self.records {
+            match &r.outcome {
+                Outcome::Applied => s.applied += 1,
+                Outcome::Duplicate => s.duplicates += 1,
+                Outcome::Stale => s.stale += 1,
+                Outcome::Rejected(why) => {
+                    s.rejected += 1;
+                    s.rejections.push(Problem {
+                        message_id: r.message_id.clone(),
+                        reason: why.to_string(),
+                    });
+                }
+                Outcome::Failed(why) => {
+                    s.failed += 1;
+                    s.failures.push(Problem {
+                        message_id: r.message_id.clone(),
+                        reason: why.clone(),
+                    });
+                }
+            }
+        }
+        s
+    }
+
+    /// The records the queue must keep: failures (to retry) and rejections (so that the
+    /// redrive policy moves them to the dead-letter queue instead of losing them).
+    pub fn records_to_keep(&self) -> impl Iterator<Item = &RecordOutcome> {
+        self.records
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Rejected(_) | Outcome::Failed(_)))
+    }
+
+    pub fn extend(&mut self, other: BatchOutcome) {
+        self.records.extend(other.records);
+    }
+}
+
+/// A chunk of one family's events and the positions of their records in the batch.
+struct Chunk {
+    positions: Vec<usize>,
+    events: Vec<Pending>,
+}
+
+/// Applies batches to a store; built once per process and shared by every invocation.
+#[derive(Clone, Debug)]
+pub struct Processor {
+    store: Store,
+    config: Config,
+}
+
+/// How often a chunk is retried at once after a deadlock or serialization failure.
+const CONFLICT_ATTEMPTS: u32 = 3;
+
+impl Processor {
+    pub fn new(store: Store, config: Config) -> Self {
+        Processor { store, config }
+    }
+
+    /// Connects (once per process) and, unless `MIRROR_MIGRATE=false`, migrates.
+    pub async fn connect(config: Config) -> Result<Self, StoreError> {
+        let store = Store::connect(&config).await?;
+        if config.migrate_on_start {
+            store.migrate().await?;
+        }
+        tracing::info!(
+            database = %config.database_url,
+            dialect = store.dialect(),
+            max_connections = store.max_connections(),
+            "store ready"
+        );
+        Ok(Processor::new(store, config))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn process(&self, records: Vec<Record>, route: Route) -> BatchOutcome {
+        let limits = Limits {
+            now: Timestamp::now(),
+            max_future_skew: self.config.max_future_skew,
+        };
+        let mut outcomes: Vec<RecordOutcome> = Vec::with_capacity(records.len());
+        let mut accepted: Vec<(usize, Pending)> = Vec::new();
+        for (position, record) in records.into_iter().enumerate() {
+            let parsed = match &record.body {
+                None => Err(Rejection::Empty),
+                Some(body) => Event::parse(body, limits),
+            };
+            let mut outcome = RecordOutcome::new(record.message_id, Outcome::Applied);
+            match parsed {
+                Err(rejection) => outcome.outcome = Outcome::Rejected(rejection),
+                Ok(event) => {
+                    outcome.event_id = Some(event.event_id.clone());
+                    outcome.event_type = Some(event.event_type.to_string());
+                    outcome.entity_id = Some(event.key.entity_id());
+                    match route {
+                        Route::Only(family) if event.family() != family => {
+                            outcome.outcome = Outcome::Rejected(Rejection::Misrouted(format!(
+                                "{} events belong to the {} function, not {}",
+                                event.event_type,
+                                event.family().function_name(),
+                                family.function_name()
+                            )));
+                        }
+                        _ => {
+                            // retry_count is the receive count − 1; from a file, the
+                            // envelope's attempt stands in for it.
+                            let receives = record.receive_count.or(event.attempt).unwrap_or(1);
+                            let retry_count =
+                                receives.saturating_sub(1).min(i32::MAX as u32) as i32;
+                            accepted.push((position, Pending { event, retry_count }));
+                        }
+                    }
+                }
+            }
+            outcomes.push(outcome);
+        }
+
+        let mut chunks = Vec::new();
+        for family in Family::ALL {
+            let mut chunk = Chunk {
+                positions: Vec::new(),
+                events: Vec::new(),
+            };
+            for (position, pending) in accepted.iter().filter(|(_, p)| p.event.family() == family) {
+                chunk.positions.push(*position);
+                chunk.events.push(pending.clone());
+                if chunk.events.len() == self.config.chunk_size {
+                    chunks.push(std::mem::replace(
+                        &mut chunk,
+                        Chunk {
+                            positions: Vec::new(),
+                            events: Vec::new(),
+                        },
+                    ));
+                }
+            }
+            if !chunk.events.is_empty() {
+                chunks.push(chunk);
+            }
+        }
+        let in_flight = self.store.max_connections().max(1) as usize;
+        let results: Vec<Vec<(usize, Outcome)>> = stream::iter(chunks)
+            .map(|chunk| self.apply_chunk(chunk))
+            .buffer_unordered(in_flight)
+            .collect()
+            .await;
+        for (position, outcome) in results.into_iter().flatten() {
+            outcomes[position].outcome = outcome;
+        }
+        let batch = BatchOutcome { records: outcomes };
+        log_outcomes(&batch);
+        batch
+    }
+
+    async fn apply_chunk(&self, chunk: Chunk) -> Vec<(usize, Outcome)> {
+        let result = self.apply_with_retry(&chunk.events).await;
+        match result {
+            Ok(written) => chunk
+                .positions
+                .into_iter()
+                .zip(written.into_iter().map(Outcome::from))
+                .collect(),
+            // One record's value was refused: apply each alone, so only that record fails
+            // and the rest commit.
+            Err(StoreError::RecordRefused(_)) if chunk.events.len() > 1 => {
+                let mut isolated = Vec::with_capacity(chunk.events.len());
+                for (position, pending) in chunk.positions.into_iter().zip(chunk.events) {
+                    let outcome = match self.apply_with_retry(std::slice::from_ref(&pending)).await
+                    {
+                        Ok(written) => Outcome::from(written[0]),
+                        Err(error) => error_outcome(error),
+                    };
+                    isolated.push((position, outcome));
+                }
+                isolated
+            }
+            Err(error) => {
+                let outcome = error_outcome(error);
+                chunk
+                    .positions
+                    .into_iter()
+                    .map(|p| (p, outcome.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    async fn apply_with_retry(&self, events: &[Pending]) -> Result<Vec<Written>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.store.apply(events).await {
+                Err(StoreError::Conflict(reason)) if attempt < CONFLICT_ATTEMPTS => {
+                    tracing::info!(attempt, %reason, "write conflict, retrying the chunk");
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt as u64)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn error_outcome(error: StoreError) -> Outcome {
+    match error {
+        StoreError::RecordRefused(reason) => {
+            Outcome::Rejected(Rejection::RefusedByDatabase(reason))
+        }
+        other => Outcome::Failed(other.to_string()),
+    }
+}
+
+impl From<Written> for Outcome {
+    fn from(written: Written) -> Self {
+        match written {
+            Written::Applied => Outcome::Applied,
+            Written::Duplicate => Outcome::Duplicate,
+            Written::Stale => Outcome::Stale,
+        }
+    }
+}
+
+/// One line per record, by ids only: reasons name fields, never their content.
+fn log_outcomes(batch: &BatchOutcome) {
+    for r in &batch.records {
+        let span = tracing::info_span!(
+            "record",
+            message_id = %r.message_id,
+            event_id = r.event_id.as_deref().unwrap_or(""),
+            event_type = r.event_type.as_deref().unwrap_or(""),
+            entity_id = r.entity_id.as_deref().unwrap_or(""),
+        );
+        let _entered = span.enter();
+        match &r.outcome {
+            Outcome::Applied => tracing::debug!(outcome = "applied"),
+            Outcome::Duplicate => tracing::debug!(outcome = "duplicate"),
+            Outcome::Stale => tracing::debug!(outcome = "stale"),
+            Outcome::Rejected(why) => {
+                tracing::warn!(outcome = "rejected", kind = why.kind(), reason = %why)
+            }
+            Outcome::Failed(why) => tracing::warn!(outcome = "failed", reason = %why),
+        }
+    }
+    let s = batch.summary();
+    tracing::info!(
+        records = batch.records.len(),
+        applied = s.applied,
+        duplicates = s.duplicates,
+        stale = s.stale,
+        rejected = s.rejected,
+        failed = s.failed,
+        "batch done"
+    );
+}

@@ -1,0 +1,641 @@
+//! The SQL store: PostgreSQL in production, SQLite as the embedded default, one behaviour.
+//!
+//! A chunk of events of one family is applied in one transaction with set-based statements
+//! (this module decides *what* to write; `postgres.rs` and `sqlite.rs` hold each dialect's
+//! SQL and nothing else):
+//! 1. keys already in `mirror_applied_events` are duplicates;
+//! 2. per entity, the greatest event by the contract's total order is the chunk's winner;
+//! 3. winners are upserted with a guard that only lets a greater rank overwrite a row, so
+//!    concurrent writers and any arrival order converge on the same rows;
+//! 4. the denormalised columns (`last_message_*`, `recipient_id`, stub conversations) are
+//!    recomputed for what changed, inside the same transaction;
+//! 5. the applied keys are recorded.
+
+mod postgres;
+mod sqlite;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgConnection, PgPool, SqliteConnection, SqlitePool};
+
+use crate::config::{Config, DatabaseUrl};
+use crate::event::{Document, EntityKey, Event, Family, Rank};
+use crate::timestamp::Timestamp;
+
+/// A failure of the database, sorted by what the batch processor should do about it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Deadlock, serialization failure, SQLite busy: the same transaction may succeed at once.
+    #[error("write conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached, timed out, or is shutting down: the queue retries later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database refused a value (a data exception or a constraint): it belongs to one
+    /// record, which is isolated so that the rest of its chunk commits.
+    #[error("{0}")]
+    RecordRefused(String),
+    /// Anything else (a missing table, a permission): retried by the queue, and an operator's
+    /// business.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let text = error.to_string();
+        match &error {
+            E::Io(_)
+            | E::Tls(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed
+            | E::Protocol(_) => StoreError::Unavailable(text),
+            E::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // Primary result codes: extended codes keep them in the low byte.
+                    match code.parse::<i32>().map(|c| c & 0xff) {
+                        Ok(5 | 6) => StoreError::Conflict(text),
+                        Ok(18 | 19 | 20 | 25) => StoreError::RecordRefused(text),
+                        Ok(10 | 13 | 14) => StoreError::Unavailable(text),
+                        _ => StoreError::Other(text),
+                    }
+                } else {
+                    match code.as_str() {
+                        "40001" | "40P01" | "55P03" => StoreError::Conflict(text),
+                        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
+                            StoreError::Unavailable(text)
+                        }
+                        c if c.starts_with("22") || c.starts_with("23") => {
+                            StoreError::RecordRefused(text)
+                        }
+                        _ => StoreError::Other(text),
+                    }
+                }
+            }
+            _ => StoreError::Other(text),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        match error {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
+            other => StoreError::Other(format!("migration failed: {other}")),
+        }
+    }
+}
+
+/// An accepted event waiting to be written, with the bookkeeping of its SQS record.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub event: Event,
+    /// The SQS receive count − 1 (`retry_count`).
+    pub retry_count: i32,
+}
+
+/// What became of an accepted event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Applied,
+    /// Its key was applied before, or an event of the same rank was.
+    Duplicate,
+    /// A greater event of the same entity is already in the row (or in the same chunk).
+    Stale,
+}
+
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl Store {
+    /// Builds the pool once per process. PostgreSQL connects lazily, so a cold start with the
+    /// database down still answers (with retryable failures) instead of crashing.
+    pub async fn connect(config: &Config) -> Result<Store, StoreError> {
+        let url = config.database_url.expose();
+        if DatabaseUrl::is_sqlite(url) {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Other(format!("DATABASE_URL is not a SQLite URL: {e}")))?;
+            Ok(Store::sqlite(options).await?)
+        } else {
+            let options = PgConnectOptions::from_str(url).map_err(|e| {
+                StoreError::Other(format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
+            })?;
+            Ok(Store::postgres(options, config))
+        }
+    }
+
+    pub fn postgres(options: PgConnectOptions, config: &Config) -> Store {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.db_timeout)
+            .connect_lazy_with(options);
+        Store::Postgres(pool)
+    }
+
+    /// SQLite allows one writer at a time, so the pool holds one connection whatever the cap;
+    /// it also keeps an in-memory database alive for the life of the pool.
+    pub async fn sqlite(options: SqliteConnectOptions) -> Result<Store, StoreError> {
+        let in_memory = options.get_filename().as_os_str().is_empty()
+            || options
+                .get_filename()
+                .to_string_lossy()
+                .contains(":memory:");
+        let mut options = options
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        if !in_memory {
+            options = options.journal_mode(SqliteJournalMode::Wal);
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
+        Ok(Store::Sqlite(pool))
+    }
+
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The most connections (and so statements in flight) this process will hold.
+    pub fn max_connections(&self) -> u32 {
+        match self {
+            Store::Postgres(pool) => pool.options().get_max_connections(),
+            Store::Sqlite(pool) => pool.options().get_max_connections(),
+        }
+    }
+
+    /// Creates or upgrades the schema (migrations are embedded in the binary).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+            Store::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Applies one chunk of events of one family in one transaction; on error nothing of the
+    /// chunk is committed.
+    pub async fn apply(&self, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
+        if chunk.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let written = apply_in(&mut Tx::Postgres(&mut tx), chunk).await?;
+                tx.commit().await?;
+                Ok(written)
+            }
+            Store::Sqlite(pool) => {
+                // IMMEDIATE takes the write lock up front, so two writers never deadlock
+                // upgrading a read lock.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let written = apply_in(&mut Tx::Sqlite(&mut tx), chunk).await?;
+                tx.commit().await?;
+                Ok(written)
+            }
+        }
+    }
+
+    /// Every mirrored row, as JSON objects with one text form for both stores (timestamps as
+    /// RFC 3339 UTC with microseconds, `participant_ids` and `media` as JSON), ordered by key.
+    pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut snapshot = Snapshot::default();
+        for table in &TABLES {
+            let rows = match self {
+                Store::Postgres(pool) => postgres::dump(pool, table).await?,
+                Store::Sqlite(pool) => sqlite::dump(pool, table).await?,
+            };
+            snapshot.tables.insert(table.name.to_string(), rows);
+        }
+        Ok(snapshot)
+    }
+}
+
+/// One open transaction of either dialect; each method is one set-based statement.
+enum Tx<'t> {
+    Postgres(&'t mut PgConnection),
+    Sqlite(&'t mut SqliteConnection),
+}
+
+macro_rules! dispatch {
+    ($tx:expr, $f:ident ( $($arg:expr),* )) => {
+        match $tx {
+            Tx::Postgres(c) => postgres::$f(c, $($arg),*).await,
+            Tx::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
+        }
+    };
+}
+
+async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
+    let family = chunk[0].event.family();
+    debug_assert!(chunk.iter().all(|p| p.event.family() == family));
+    let keys: Vec<&str> = chunk
+        .iter()
+        .map(|p| p.event.idempotency_key.as_str())
+        .collect();
+    let seen: HashSet<String> = dispatch!(tx, applied_keys(&keys))?;
+    let (mut written, winners) = plan(chunk, &seen);
+    let mirrored_at = Timestamp::now();
+
+    // Sorted by key so that concurrent transactions lock rows in the same order.
+    let mut winners: Vec<&Pending> = winners.iter().map(|&i| &chunk[i]).collect();
+    winners.sort_by(|a, b| a.event.key.cmp(&b.event.key));
+    let applied: HashSet<EntityKey> = match family {
+        Family::DmMessage => {
+            let conversations = conversation_ids(winners.iter().map(|p| &p.event.key));
+            // A message row needs its conversation row: a stub until the conversation's own
+            // events arrive. Locking the conversations first serialises every writer of one
+            // conversation, so the summaries below see all committed messages.
+            dispatch!(tx, lock_conversations(&conversations, mirrored_at))?;
+            let rows: Vec<MessageRow> = winners.iter().map(|p| MessageRow::new(p)).collect();
+            let applied = dispatch!(tx, upsert_messages(&rows, mirrored_at))?;
+            let touched = conversation_ids(applied.iter());
+            dispatch!(tx, refresh_conversations(&touched))?;
+            applied
+        }
+        Family::DmConversation => {
+            let rows: Vec<ConversationRow> =
+                winners.iter().map(|p| ConversationRow::new(p)).collect();
+            let applied = dispatch!(tx, upsert_conversations(&rows, mirrored_at))?;
+            let touched = conversation_ids(applied.iter());
+            dispatch!(tx, refresh_recipients(&touched))?;
+            dispatch!(tx, refresh_conversations(&touched))?;
+            applied
+        }
+        Family::FollowEdge => {
+            let rows: Vec<FollowEdgeRow> = winners.iter().map(|p| FollowEdgeRow::new(p)).collect();
+            dispatch!(tx, upsert_follow_edges(&rows, mirrored_at))?
+        }
+    };
+
+    // A winner the guard kept out lost to the stored row: equal rank is the same write.
+    let lost: Vec<&EntityKey> = winners
+        .iter()
+        .map(|p| &p.event.key)
+        .filter(|k| !applied.contains(*k))
+        .collect();
+    let stored: HashMap<EntityKey, Rank> = if lost.is_empty() {
+        HashMap::new()
+    } else {
+        dispatch!(tx, current_ranks(family, &lost))?
+    };
+    let mut newly_applied: Vec<&Event> = Vec::new();
+    for (i, pending) in chunk.iter().enumerate() {
+        if written[i].is_some() {
+            continue;
+        }
+        let event = &pending.event;
+        written[i] = Some(if applied.contains(&event.key) {
+            newly_applied.push(event);
+            Written::Applied
+        } else if stored.get(&event.key) == Some(&event.rank()) {
+            Written::Duplicate
+        } else {
+            Written::Stale
+        });
+    }
+    dispatch!(tx, record_applied(&newly_applied, mirrored_at))?;
+    Ok(written
+        .into_iter()
+        .map(|w| w.expect("every event classified"))
+        .collect())
+}
+
+/// Decides, without the database, which events of a chunk are written: per entity the
+/// greatest by rank (the first of equals); the rest are duplicates (seen key or equal rank)
+/// or stale. Returns the known outcomes and the winners' indexes.
+pub fn plan(chunk: &[Pending], seen: &HashSet<String>) -> (Vec<Option<Written>>, Vec<usize>) {
+    let mut written: Vec<Option<Written>> = vec![None; chunk.len()];
+    let mut best: HashMap<&EntityKey, usize> = HashMap::new();
+    let mut order: Vec<&EntityKey> = Vec::new();
+    for (i, pending) in chunk.iter().enumerate() {
+        let event = &pending.event;
+        if seen.contains(&event.idempotency_key) {
+            written[i] = Some(Written::Duplicate);
+            continue;
+        }
+        match best.get(&event.key) {
+            None => {
+                order.push(&event.key);
+                best.insert(&event.key, i);
+            }
+            Some(&j) if event.rank() > chunk[j].event.rank() => {
+                best.insert(&event.key, i);
+            }
+            Some(_) => {}
+        }
+    }
+    for (i, pending) in chunk.iter().enumerate() {
+        if written[i].is_some() {
+            continue;
+        }
+        let winner = best[&pending.event.key];
+        if i != winner {
+            written[i] = Some(if pending.event.rank() == chunk[winner].event.rank() {
+                Written::Duplicate
+            } else {
+                Written::Stale
+            });
+        }
+    }
+    let winners = order.into_iter().map(|k| best[k]).collect();
+    (written, winners)
+}
+
+fn conversation_ids<'a>(keys: impl Iterator<Item = &'a EntityKey>) -> Vec<String> {
+    let ids: BTreeSet<&str> = keys.filter_map(|k| k.conversation_id()).collect();
+    ids.into_iter().map(str::to_string).collect()
+}
+
+/// Serialises a [`Timestamp`] as the RFC 3339 text SQLite stores.
+fn timestamp_text<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The values one winning event writes to `dm_messages` (the derived `recipient_id` aside).
+#[derive(Debug, Serialize)]
+struct MessageRow<'a> {
+    conversation_id: &'a str,
+    message_id: &'a str,
+    author_id: Option<&'a str>,
+    body: Option<&'a str>,
+    media: Option<&'a str>,
+    #[serde(serialize_with = "timestamp_text")]
+    created_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    updated_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    deleted_at: Option<Timestamp>,
+    content_hash: &'a str,
+    sync_source: &'a str,
+    event_id: &'a str,
+    retry_count: i32,
+}
+
+impl<'a> MessageRow<'a> {
+    fn new(p: &'a Pending) -> Self {
+        let EntityKey::Message {
+            conversation_id,
+            message_id,
+        } = &p.event.key
+        else {
+            unreachable!("a dm.message event has a message key")
+        };
+        let (message, deleted_at) = match &p.event.document {
+            Document::Message(m) => (Some(m), None),
+            Document::Tombstone { deleted_at } => (None, Some(*deleted_at)),
+            other => unreachable!("a dm.message event carries {other:?}"),
+        };
+        MessageRow {
+            conversation_id,
+            message_id,
+            author_id: message.map(|m| m.author_id.as_str()),
+            body: message.and_then(|m| m.body.as_deref()),
+            media: message.and_then(|m| m.media.as_deref()),
+            created_at: message.map(|m| m.created_at),
+            updated_at: Some(p.event.version),
+            deleted_at,
+            content_hash: &p.event.content_hash,
+            sync_source: &p.event.source,
+            event_id: &p.event.event_id,
+            retry_count: p.retry_count,
+        }
+    }
+}
+
+/// The values one winning event writes to `dm_conversations` (the derived `last_message_*`
+/// columns aside).
+#[derive(Debug, Serialize)]
+struct ConversationRow<'a> {
+    conversation_id: &'a str,
+    owner_id: Option<&'a str>,
+    /// JSON array text.
+    participant_ids: Option<String>,
+    doc_last_message_id: Option<&'a str>,
+    #[serde(serialize_with = "timestamp_text")]
+    doc_last_message_at: Option<Timestamp>,
+    doc_last_message_preview: Option<&'a str>,
+    doc_last_message_author_id: Option<&'a str>,
+    dm_pair_low: Option<String>,
+    dm_pair_high: Option<String>,
+    #[serde(serialize_with = "timestamp_text")]
+    created_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    updated_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    deleted_at: Option<Timestamp>,
+    content_hash: &'a str,
+    sync_source: &'a str,
+    event_id: &'a str,
+    retry_count: i32,
+}
+
+impl<'a> ConversationRow<'a> {
+    fn new(p: &'a Pending) -> Self {
+        let EntityKey::Conversation { conversation_id } = &p.event.key else {
+            unreachable!("a dm.conversation event has a conversation key")
+        };
+        let (c, deleted_at) = match &p.event.document {
+            Document::Conversation(c) => (Some(c), None),
+            Document::Tombstone { deleted_at } => (None, Some(*deleted_at)),
+            other => unreachable!("a dm.conversation event carries {other:?}"),
+        };
+        let pair = c.and_then(|c| c.pair());
+        ConversationRow {
+            conversation_id,
+            owner_id: c.and_then(|c| c.owner_id.as_deref()),
+            participant_ids: c
+                .and_then(|c| c.participant_ids.as_ref())
+                .map(|ids| serde_json::to_string(ids).expect("ids serialise")),
+            doc_last_message_id: c.and_then(|c| c.last_message_id.as_deref()),
+            doc_last_message_at: c.and_then(|c| c.last_message_at),
+            doc_last_message_preview: c.and_then(|c| c.last_message_preview.as_deref()),
+            doc_last_message_author_id: c.and_then(|c| c.last_message_author_id.as_deref()),
+            dm_pair_low: pair.as_ref().map(|p| p.0.clone()),
+            dm_pair_high: pair.map(|p| p.1),
+            created_at: c.and_then(|c| c.created_at),
+            updated_at: Some(p.event.version),
+            deleted_at,
+            content_hash: &p.event.content_hash,
+            sync_source: &p.event.source,
+            event_id: &p.event.event_id,
+            retry_count: p.retry_count,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct FollowEdgeRow<'a> {
+    user_id: &'a str,
+    target_id: &'a str,
+    edge_type: Option<&'a str>,
+    #[serde(serialize_with = "timestamp_text")]
+    created_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    updated_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    deleted_at: Option<Timestamp>,
+    content_hash: &'a str,
+    sync_source: &'a str,
+    event_id: &'a str,
+    retry_count: i32,
+}
+
+impl<'a> FollowEdgeRow<'a> {
+    fn new(p: &'a Pending) -> Self {
+        let EntityKey::FollowEdge { user_id, target_id } = &p.event.key else {
+            unreachable!("a follow.edge event has a follow-edge key")
+        };
+        let (e, deleted_at) = match &p.event.document {
+            Document::FollowEdge(e) => (Some(e), None),
+            Document::Tombstone { deleted_at } => (None, Some(*deleted_at)),
+            other => unreachable!("a follow.edge event carries {other:?}"),
+        };
+        FollowEdgeRow {
+            user_id,
+            target_id,
+            edge_type: e.map(|e| e.edge_type.as_str()),
+            created_at: e.and_then(|e| e.created_at),
+            updated_at: Some(p.event.version),
+            deleted_at,
+            content_hash: &p.event.content_hash,
+            sync_source: &p.event.source,
+            event_id: &p.event.event_id,
+            retry_count: p.retry_count,
+        }
+    }
+}
+
+/// How a column is rendered in a [`Snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Text,
+    Time,
+    Integer,
+    /// `text[]` in PostgreSQL, a JSON array in SQLite.
+    TextList,
+    /// `jsonb` in PostgreSQL, JSON text in SQLite.
+    Json,
+}
+
+struct Table {
+    name: &'static str,
+    key: &'static [&'static str],
+    columns: &'static [(&'static str, Kind)],
+}
+
+const BOOKKEEPING: [&str; 5] = [
+    "sync_source",
+    "event_id",
+    "last_synced_event_id",
+    "retry_count",
+    "mirrored_at",
+];
+
+const TABLES: [Table; 3] = [
+    Table {
+        name: "dm_conversations",
+        key: &["conversation_id"],
+        columns: &[
+            ("conversation_id", Kind::Text),
+            ("owner_id", Kind::Text),
+            ("participant_ids", Kind::TextList),
+            ("last_message_id", Kind::Text),
+            ("last_message_at", Kind::Time),
+            ("last_message_preview", Kind::Text),
+            ("last_message_author_id", Kind::Text),
+            ("created_at", Kind::Time),
+            ("updated_at", Kind::Time),
+            ("deleted_at", Kind::Time),
+            ("sync_source", Kind::Text),
+            ("last_synced_event_id", Kind::Text),
+            ("retry_count", Kind::Integer),
+            ("mirrored_at", Kind::Time),
+        ],
+    },
+    Table {
+        name: "dm_messages",
+        key: &["conversation_id", "message_id"],
+        columns: &[
+            ("conversation_id", Kind::Text),
+            ("message_id", Kind::Text),
+            ("author_id", Kind::Text),
+            ("recipient_id", Kind::Text),
+            ("body", Kind::Text),
+            ("media", Kind::Json),
+            ("created_at", Kind::Time),
+            ("updated_at", Kind::Time),
+            ("deleted_at", Kind::Time),
+            ("sync_source", Kind::Text),
+            ("event_id", Kind::Text),
+            ("retry_count", Kind::Integer),
+            ("mirrored_at", Kind::Time),
+        ],
+    },
+    Table {
+        name: "follow_edges",
+        key: &["user_id", "target_id"],
+        columns: &[
+            ("user_id", Kind::Text),
+            ("target_id", Kind::Text),
+            ("edge_type", Kind::Text),
+            ("created_at", Kind::Time),
+            ("updated_at", Kind::Time),
+            ("deleted_at", Kind::Time),
+            ("sync_source", Kind::Text),
+            ("event_id", Kind::Text),
+            ("retry_count", Kind::Integer),
+            ("mirrored_at", Kind::Time),
+        ],
+    },
+];
+
+/// The contract's columns of every mirrored row, comparable across stores.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub tables: std::collections::BTreeMap<String, Vec<Value>>,
+}
+
+impl Snapshot {
+    /// Without `mirrored_at`, `retry_count`, `event_id` and `sync_source`: the part of the
+    /// state that the contract makes a function of the set of accepted events.
+    pub fn without_bookkeeping(&self) -> Snapshot {
+        let mut copy = self.clone();
+        for rows in copy.tables.values_mut() {
+            for row in rows.iter_mut() {
+                if let Value::Object(map) = row {
+                    for column in BOOKKEEPING {
+                        map.remove(column);
+                    }
+                }
+            }
+        }
+        copy
+    }
+
+    pub fn rows(&self, table: &str) -> &[Value] {
+        self.tables.get(table).map(Vec::as_slice).unwrap_or(&[])
+    }
+}

@@ -1,0 +1,503 @@
+//! The PostgreSQL dialect: every statement is set-based, one array per column through
+//! `UNNEST`, so a chunk costs the same few round trips whatever its size.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+
+use super::{ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table};
+use crate::event::{EntityKey, Event, Family, Rank};
+use crate::timestamp::Timestamp;
+
+fn datetime(t: Option<Timestamp>) -> Option<DateTime<Utc>> {
+    t.map(|t| t.as_datetime())
+}
+
+fn rank(
+    updated_at: DateTime<Utc>,
+    is_delete: bool,
+    content_hash: String,
+) -> Result<Rank, StoreError> {
+    let version = Timestamp::new(updated_at)
+        .ok_or_else(|| StoreError::Other(format!("stored version {updated_at} is out of range")))?;
+    Ok(Rank {
+        version,
+        is_delete,
+        content_hash,
+    })
+}
+
+pub(super) async fn applied_keys(
+    c: &mut PgConnection,
+    keys: &[&str],
+) -> Result<HashSet<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT idempotency_key FROM mirror_applied_events WHERE idempotency_key = ANY($1)",
+    )
+    .bind(keys)
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().map(|(k,)| k).collect())
+}
+
+pub(super) async fn record_applied(
+    c: &mut PgConnection,
+    events: &[&Event],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+    let types: Vec<String> = events.iter().map(|e| e.event_type.to_string()).collect();
+    let entities: Vec<String> = events.iter().map(|e| e.key.entity_id()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
+         SELECT k, t, e, i, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(k, t, e, i)
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(&keys)
+    .bind(&types)
+    .bind(&entities)
+    .bind(&ids)
+    .bind(at.as_datetime())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn lock_conversations(
+    c: &mut PgConnection,
+    ids: &[String],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO dm_conversations (conversation_id, sync_source, mirrored_at)
+         SELECT id, 'derived', $2 FROM UNNEST($1::text[]) AS u(id)
+         ON CONFLICT (conversation_id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(at.as_datetime())
+    .execute(&mut *c)
+    .await?;
+    sqlx::query(
+        "SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
+         ORDER BY conversation_id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(c)
+    .await?;
+    Ok(())
+}
+
+/// `recipient_id` is derived in the same statement from the (locked) conversation row.
+pub(super) async fn upsert_messages(
+    c: &mut PgConnection,
+    rows: &[MessageRow<'_>],
+    at: Timestamp,
+) -> Result<HashSet<EntityKey>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let returned: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO dm_messages AS t (conversation_id, message_id, author_id, recipient_id, body,
+             media, created_at, updated_at, deleted_at, content_hash, sync_source, event_id,
+             retry_count, mirrored_at)
+         SELECT u.conversation_id, u.message_id, u.author_id,
+                CASE WHEN u.deleted_at IS NULL THEN
+                    CASE u.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
+                                     WHEN c.dm_pair_high THEN c.dm_pair_low END
+                END,
+                u.body, u.media::jsonb, u.created_at, u.updated_at, u.deleted_at, u.content_hash,
+                u.sync_source, u.event_id, u.retry_count, $13
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[],
+                     $10::text[], $11::text[], $12::int4[])
+              AS u(conversation_id, message_id, author_id, body, media, created_at, updated_at,
+                   deleted_at, content_hash, sync_source, event_id, retry_count)
+         LEFT JOIN dm_conversations c ON c.conversation_id = u.conversation_id
+         ON CONFLICT (conversation_id, message_id) DO UPDATE SET
+             author_id = EXCLUDED.author_id, recipient_id = EXCLUDED.recipient_id,
+             body = EXCLUDED.body, media = EXCLUDED.media, created_at = EXCLUDED.created_at,
+             updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
+             content_hash = EXCLUDED.content_hash, sync_source = EXCLUDED.sync_source,
+             event_id = EXCLUDED.event_id, retry_count = EXCLUDED.retry_count,
+             mirrored_at = EXCLUDED.mirrored_at
+         WHERE (EXCLUDED.updated_at, EXCLUDED.deleted_at IS NOT NULL, EXCLUDED.content_hash)
+             > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
+         RETURNING t.conversation_id, t.message_id",
+    )
+    .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.message_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.author_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.body).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.media).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.created_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.updated_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.deleted_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.content_hash).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.sync_source).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.retry_count).collect::<Vec<_>>())
+    .bind(at.as_datetime())
+    .fetch_all(c)
+    .await?;
+    Ok(returned
+        .into_iter()
+        .map(|(conversation_id, message_id)| EntityKey::Message {
+            conversation_id,
+            message_id,
+        })
+        .collect())
+}
+
+/// A stub (no version yet) is overwritten by any event; otherwise only a greater rank wins.
+pub(super) async fn upsert_conversations(
+    c: &mut PgConnection,
+    rows: &[ConversationRow<'_>],
+    at: Timestamp,
+) -> Result<HashSet<EntityKey>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let returned: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO dm_conversations AS t (conversation_id, owner_id, participant_ids,
+             doc_last_message_id, doc_last_message_at, doc_last_message_preview,
+             doc_last_message_author_id, dm_pair_low, dm_pair_high, created_at, updated_at,
+             deleted_at, content_hash, sync_source, last_synced_event_id, retry_count, mirrored_at)
+         SELECT u.conversation_id, u.owner_id,
+                CASE WHEN u.participant_ids IS NOT NULL THEN
+                    ARRAY(SELECT p.id FROM jsonb_array_elements_text(u.participant_ids::jsonb)
+                          WITH ORDINALITY AS p(id, n) ORDER BY p.n)
+                END,
+                u.doc_last_message_id, u.doc_last_message_at, u.doc_last_message_preview,
+                u.doc_last_message_author_id, u.dm_pair_low, u.dm_pair_high, u.created_at,
+                u.updated_at, u.deleted_at, u.content_hash, u.sync_source, u.event_id,
+                u.retry_count, $17
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
+                     $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[],
+                     $15::text[], $16::int4[])
+              AS u(conversation_id, owner_id, participant_ids, doc_last_message_id,
+                   doc_last_message_at, doc_last_message_preview, doc_last_message_author_id,
+                   dm_pair_low, dm_pair_high, created_at, updated_at, deleted_at, content_hash,
+                   sync_source, event_id, retry_count)
+         ON CONFLICT (conversation_id) DO UPDATE SET
+             owner_id = EXCLUDED.owner_id, participant_ids = EXCLUDED.participant_ids,
+             doc_last_message_id = EXCLUDED.doc_last_message_id,
+             doc_last_message_at = EXCLUDED.doc_last_message_at,
+             doc_last_message_preview = EXCLUDED.doc_last_message_preview,
+             doc_last_message_author_id = EXCLUDED.doc_last_message_author_id,
+             dm_pair_low = EXCLUDED.dm_pair_low, dm_pair_high = EXCLUDED.dm_pair_high,
+             created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+             deleted_at = EXCLUDED.deleted_at, content_hash = EXCLUDED.content_hash,
+             sync_source = EXCLUDED.sync_source,
+             last_synced_event_id = EXCLUDED.last_synced_event_id,
+             retry_count = EXCLUDED.retry_count, mirrored_at = EXCLUDED.mirrored_at
+         WHERE t.updated_at IS NULL
+            OR (EXCLUDED.updated_at, EXCLUDED.deleted_at IS NOT NULL, EXCLUDED.content_hash)
+             > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
+         RETURNING t.conversation_id",
+    )
+    .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.owner_id).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.participant_ids.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.doc_last_message_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.doc_last_message_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.doc_last_message_preview)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.doc_last_message_author_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.dm_pair_low.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.dm_pair_high.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.created_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.updated_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.deleted_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.content_hash).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.sync_source).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.retry_count).collect::<Vec<_>>())
+    .bind(at.as_datetime())
+    .fetch_all(c)
+    .await?;
+    Ok(returned
+        .into_iter()
+        .map(|(conversation_id,)| EntityKey::Conversation { conversation_id })
+        .collect())
+}
+
+pub(super) async fn upsert_follow_edges(
+    c: &mut PgConnection,
+    rows: &[FollowEdgeRow<'_>],
+    at: Timestamp,
+) -> Result<HashSet<EntityKey>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let returned: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO follow_edges AS t (user_id, target_id, edge_type, created_at, updated_at,
+             deleted_at, content_hash, sync_source, event_id, retry_count, mirrored_at)
+         SELECT u.*, $10 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+                     $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
+                     $11::int4[])
+              AS u(user_id, target_id, edge_type, created_at, updated_at, deleted_at,
+                   content_hash, sync_source, event_id, retry_count)
+         ON CONFLICT (user_id, target_id) DO UPDATE SET
+             edge_type = EXCLUDED.edge_type, created_at = EXCLUDED.created_at,
+             updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
+             content_hash = EXCLUDED.content_hash, sync_source = EXCLUDED.sync_source,
+             event_id = EXCLUDED.event_id, retry_count = EXCLUDED.retry_count,
+             mirrored_at = EXCLUDED.mirrored_at
+         WHERE (EXCLUDED.updated_at, EXCLUDED.deleted_at IS NOT NULL, EXCLUDED.content_hash)
+             > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
+         RETURNING t.user_id, t.target_id",
+    )
+    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.target_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.edge_type).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.created_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.updated_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| datetime(r.deleted_at))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.content_hash).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.sync_source).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+    .bind(at.as_datetime())
+    .bind(rows.iter().map(|r| r.retry_count).collect::<Vec<_>>())
+    .fetch_all(c)
+    .await?;
+    Ok(returned
+        .into_iter()
+        .map(|(user_id, target_id)| EntityKey::FollowEdge { user_id, target_id })
+        .collect())
+}
+
+/// `recipient_id` of every live message of these conversations, after their participants
+/// may have changed.
+pub(super) async fn refresh_recipients(
+    c: &mut PgConnection,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE dm_messages m
+         SET recipient_id = r.recipient_id
+         FROM (SELECT x.conversation_id, x.message_id,
+                      CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
+                                       WHEN c.dm_pair_high THEN c.dm_pair_low END AS recipient_id
+               FROM dm_messages x JOIN dm_conversations c ON c.conversation_id = x.conversation_id
+               WHERE x.conversation_id = ANY($1) AND x.deleted_at IS NULL) r
+         WHERE m.conversation_id = r.conversation_id AND m.message_id = r.message_id
+           AND m.recipient_id IS DISTINCT FROM r.recipient_id",
+    )
+    .bind(ids)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// `last_message_*`: the newest live message by (created_at, message_id); the document's own
+/// lastMessage* fields only while no message of the conversation is mirrored; NULL on a
+/// tombstone.
+pub(super) async fn refresh_conversations(
+    c: &mut PgConnection,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
+         newest AS (
+             SELECT t.id,
+                    EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = t.id) AS mirrored,
+                    n.message_id, n.created_at, n.body, n.author_id
+             FROM target t
+             LEFT JOIN LATERAL (
+                 SELECT m.message_id, m.created_at, m.body, m.author_id
+                 FROM dm_messages m
+                 WHERE m.conversation_id = t.id AND m.deleted_at IS NULL
+                 ORDER BY m.created_at DESC, m.message_id DESC
+                 LIMIT 1
+             ) n ON true
+         )
+         UPDATE dm_conversations c SET
+             last_message_id = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN n.message_id ELSE c.doc_last_message_id END,
+             last_message_at = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN n.created_at ELSE c.doc_last_message_at END,
+             last_message_preview = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN left(n.body, 140)
+                                    ELSE c.doc_last_message_preview END,
+             last_message_author_id = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN n.author_id
+                                    ELSE c.doc_last_message_author_id END
+         FROM newest n
+         WHERE c.conversation_id = n.id",
+    )
+    .bind(ids)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn current_ranks(
+    c: &mut PgConnection,
+    family: Family,
+    keys: &[&EntityKey],
+) -> Result<HashMap<EntityKey, Rank>, StoreError> {
+    let (first, second): (Vec<String>, Vec<String>) = keys.iter().map(|k| key_parts(k)).unzip();
+    let sql = match family {
+        Family::DmConversation => {
+            "SELECT t.conversation_id, '', t.updated_at, t.deleted_at IS NOT NULL, t.content_hash
+             FROM dm_conversations t JOIN UNNEST($1::text[], $2::text[]) AS u(a, b)
+               ON t.conversation_id = u.a
+             WHERE t.updated_at IS NOT NULL"
+        }
+        Family::DmMessage => {
+            "SELECT t.conversation_id, t.message_id, t.updated_at, t.deleted_at IS NOT NULL, t.content_hash
+             FROM dm_messages t JOIN UNNEST($1::text[], $2::text[]) AS u(a, b)
+               ON t.conversation_id = u.a AND t.message_id = u.b"
+        }
+        Family::FollowEdge => {
+            "SELECT t.user_id, t.target_id, t.updated_at, t.deleted_at IS NOT NULL, t.content_hash
+             FROM follow_edges t JOIN UNNEST($1::text[], $2::text[]) AS u(a, b)
+               ON t.user_id = u.a AND t.target_id = u.b"
+        }
+    };
+    let rows: Vec<(String, String, DateTime<Utc>, bool, String)> = sqlx::query_as(sql)
+        .bind(&first)
+        .bind(&second)
+        .fetch_all(c)
+        .await?;
+    rows.into_iter()
+        .map(|(a, b, updated_at, is_delete, hash)| {
+            Ok((entity_key(family, a, b), rank(updated_at, is_delete, hash)?))
+        })
+        .collect()
+}
+
+pub(super) fn key_parts(key: &EntityKey) -> (String, String) {
+    match key {
+        EntityKey::Conversation { conversation_id } => (conversation_id.clone(), String::new()),
+        EntityKey::Message {
+            conversation_id,
+            message_id,
+        } => (conversation_id.clone(), message_id.clone()),
+        EntityKey::FollowEdge { user_id, target_id } => (user_id.clone(), target_id.clone()),
+    }
+}
+
+pub(super) fn entity_key(family: Family, a: String, b: String) -> EntityKey {
+    match family {
+        Family::DmConversation => EntityKey::Conversation { conversation_id: a },
+        Family::DmMessage => EntityKey::Message {
+            conversation_id: a,
+            message_id: b,
+        },
+        Family::FollowEdge => EntityKey::FollowEdge {
+            user_id: a,
+            target_id: b,
+        },
+    }
+}
+
+pub(super) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, StoreError> {
+    let fields: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, kind)| {
+            let value = match kind {
+                Kind::Time => format!(
+                    "to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                ),
+                Kind::TextList => format!("to_jsonb({name})"),
+                Kind::Text | Kind::Integer | Kind::Json => name.to_string(),
+            };
+            format!("'{name}', {value}")
+        })
+        .collect();
+    let sql = format!(
+        "SELECT json_build_object({})::text FROM {} ORDER BY {}",
+        fields.join(", "),
+        table.name,
+        table.key.join(", ")
+    );
+    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let text: String = row.try_get(0)?;
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Other(format!("row is not JSON: {e}")))
+        })
+        .collect()
+}

@@ -1,0 +1,353 @@
+//! The SQLite dialect: every statement is set-based; a chunk's rows travel as one JSON array
+//! bound once and unpacked with `json_each`, so no statement approaches the bind limit.
+//! Timestamps are RFC 3339 text with six fractional digits, so text order is time order.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+
+use super::postgres::{entity_key, key_parts};
+use super::{ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table};
+use crate::event::{EntityKey, Event, Family, Rank};
+use crate::timestamp::Timestamp;
+
+fn json<T: Serialize>(rows: &T) -> String {
+    serde_json::to_string(rows).expect("rows serialise to JSON")
+}
+
+pub(super) async fn applied_keys(
+    c: &mut SqliteConnection,
+    keys: &[&str],
+) -> Result<HashSet<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT idempotency_key FROM mirror_applied_events
+         WHERE idempotency_key IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json(&keys))
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().map(|(k,)| k).collect())
+}
+
+pub(super) async fn record_applied(
+    c: &mut SqliteConnection,
+    events: &[&Event],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<[String; 4]> = events
+        .iter()
+        .map(|e| {
+            [
+                e.idempotency_key.clone(),
+                e.event_type.to_string(),
+                e.key.entity_id(),
+                e.event_id.clone(),
+            ]
+        })
+        .collect();
+    sqlx::query(
+        "INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
+         SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, r.value ->> 3, ?2 FROM json_each(?1) AS r
+         WHERE true
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(json(&rows))
+    .bind(at.to_string())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// SQLite has one writer at a time (`BEGIN IMMEDIATE`), so creating the stubs is all the
+/// locking there is to do.
+pub(super) async fn lock_conversations(
+    c: &mut SqliteConnection,
+    ids: &[String],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO dm_conversations (conversation_id, sync_source, mirrored_at)
+         SELECT value, 'derived', ?2 FROM json_each(?1) WHERE true
+         ON CONFLICT (conversation_id) DO NOTHING",
+    )
+    .bind(json(&ids))
+    .bind(at.to_string())
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn upsert_messages(
+    c: &mut SqliteConnection,
+    rows: &[MessageRow<'_>],
+    at: Timestamp,
+) -> Result<HashSet<EntityKey>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let returned: Vec<(String, String)> = sqlx::query_as(
+        "WITH u AS (
+             SELECT value ->> 'conversation_id' AS conversation_id, value ->> 'message_id' AS message_id,
+                    value ->> 'author_id' AS author_id, value ->> 'body' AS body,
+                    value ->> 'media' AS media, value ->> 'created_at' AS created_at,
+                    value ->> 'updated_at' AS updated_at, value ->> 'deleted_at' AS deleted_at,
+                    value ->> 'content_hash' AS content_hash, value ->> 'sync_source' AS sync_source,
+                    value ->> 'event_id' AS event_id, value ->> 'retry_count' AS retry_count
+             FROM json_each(?1)
+         )
+         INSERT INTO dm_messages (conversation_id, message_id, author_id, recipient_id, body,
+             media, created_at, updated_at, deleted_at, content_hash, sync_source, event_id,
+             retry_count, mirrored_at)
+         SELECT u.conversation_id, u.message_id, u.author_id,
+                CASE WHEN u.deleted_at IS NULL THEN
+                    CASE u.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
+                                     WHEN c.dm_pair_high THEN c.dm_pair_low END
+                END,
+                u.body, u.media, u.created_at, u.updated_at, u.deleted_at, u.content_hash,
+                u.sync_source, u.event_id, u.retry_count, ?2
+         FROM u LEFT JOIN dm_conversations c ON c.conversation_id = u.conversation_id
+         WHERE true
+         ON CONFLICT (conversation_id, message_id) DO UPDATE SET
+             author_id = excluded.author_id, recipient_id = excluded.recipient_id,
+             body = excluded.body, media = excluded.media, created_at = excluded.created_at,
+             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
+             content_hash = excluded.content_hash, sync_source = excluded.sync_source,
+             event_id = excluded.event_id, retry_count = excluded.retry_count,
+             mirrored_at = excluded.mirrored_at
+         WHERE (excluded.updated_at, excluded.deleted_at IS NOT NULL, excluded.content_hash)
+             > (dm_messages.updated_at, dm_messages.deleted_at IS NOT NULL, dm_messages.content_hash)
+         RETURNING conversation_id, message_id",
+    )
+    .bind(json(&rows))
+    .bind(at.to_string())
+    .fetch_all(c)
+    .await?;
+    Ok(returned
+        .into_iter()
+        .map(|(conversation_id, message_id)| EntityKey::Message {
+            conversation_id,
+            message_id,
+        })
+        .collect())
+}
+
+pub(super) async fn upsert_conversations(
+    c: &mut SqliteConnection,
+    rows: &[ConversationRow<'_>],
+    at: Timestamp,
+) -> Result<HashSet<EntityKey>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let returned: Vec<(String,)> = sqlx::query_as(
+        "INSERT INTO dm_conversations (conversation_id, owner_id, participant_ids,
+             doc_last_message_id, doc_last_message_at, doc_last_message_preview,
+             doc_last_message_author_id, dm_pair_low, dm_pair_high, created_at, updated_at,
+             deleted_at, content_hash, sync_source, last_synced_event_id, retry_count, mirrored_at)
+         SELECT value ->> 'conversation_id', value ->> 'owner_id', value ->> 'participant_ids',
+                value ->> 'doc_last_message_id', value ->> 'doc_last_message_at',
+                value ->> 'doc_last_message_preview', value ->> 'doc_last_message_author_id',
+                value ->> 'dm_pair_low', value ->> 'dm_pair_high', value ->> 'created_at',
+                value ->> 'updated_at', value ->> 'deleted_at', value ->> 'content_hash',
+                value ->> 'sync_source', value ->> 'event_id', value ->> 'retry_count', ?2
+         FROM json_each(?1)
+         WHERE true
+         ON CONFLICT (conversation_id) DO UPDATE SET
+             owner_id = excluded.owner_id, participant_ids = excluded.participant_ids,
+             doc_last_message_id = excluded.doc_last_message_id,
+             doc_last_message_at = excluded.doc_last_message_at,
+             doc_last_message_preview = excluded.doc_last_message_preview,
+             doc_last_message_author_id = excluded.doc_last_message_author_id,
+             dm_pair_low = excluded.dm_pair_low, dm_pair_high = excluded.dm_pair_high,
+             created_at = excluded.created_at, updated_at = excluded.updated_at,
+             deleted_at = excluded.deleted_at, content_hash = excluded.content_hash,
+             sync_source = excluded.sync_source,
+             last_synced_event_id = excluded.last_synced_event_id,
+             retry_count = excluded.retry_count, mirrored_at = excluded.mirrored_at
+         WHERE dm_conversations.updated_at IS NULL
+            OR (excluded.updated_at, excluded.deleted_at IS NOT NULL, excluded.content_hash)
+             > (dm_conversations.updated_at, dm_conversations.deleted_at IS NOT NULL,
+                dm_conversations.content_hash)
+         RETURNING conversation_id",
+    )
+    .bind(json(&rows))
+    .bind(at.to_string())
+    .fetch_all(c)
+    .await?;
+    Ok(returned
+        .into_iter()
+        .map(|(conversation_id,)| EntityKey::Conversation { conversation_id })
+        .collect())
+}
+
+pub(super) async fn upsert_follow_edges(
+    c: &mut SqliteConnection,
+    rows: &[FollowEdgeRow<'_>],
+    at: Timestamp,
+) -> Result<HashSet<EntityKey>, StoreError> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let returned: Vec<(String, String)> = sqlx::query_as(
+        "INSERT INTO follow_edges (user_id, target_id, edge_type, created_at, updated_at,
+             deleted_at, content_hash, sync_source, event_id, retry_count, mirrored_at)
+         SELECT value ->> 'user_id', value ->> 'target_id', value ->> 'edge_type',
+                value ->> 'created_at', value ->> 'updated_at', value ->> 'deleted_at',
+                value ->> 'content_hash', value ->> 'sync_source', value ->> 'event_id',
+                value ->> 'retry_count', ?2
+         FROM json_each(?1)
+         WHERE true
+         ON CONFLICT (user_id, target_id) DO UPDATE SET
+             edge_type = excluded.edge_type, created_at = excluded.created_at,
+             updated_at = excluded.updated_at, deleted_at = excluded.deleted_at,
+             content_hash = excluded.content_hash, sync_source = excluded.sync_source,
+             event_id = excluded.event_id, retry_count = excluded.retry_count,
+             mirrored_at = excluded.mirrored_at
+         WHERE (excluded.updated_at, excluded.deleted_at IS NOT NULL, excluded.content_hash)
+             > (follow_edges.updated_at, follow_edges.deleted_at IS NOT NULL, follow_edges.content_hash)
+         RETURNING user_id, target_id",
+    )
+    .bind(json(&rows))
+    .bind(at.to_string())
+    .fetch_all(c)
+    .await?;
+    Ok(returned
+        .into_iter()
+        .map(|(user_id, target_id)| EntityKey::FollowEdge { user_id, target_id })
+        .collect())
+}
+
+pub(super) async fn refresh_recipients(
+    c: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE dm_messages SET recipient_id = (
+             SELECT CASE dm_messages.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
+                                               WHEN c.dm_pair_high THEN c.dm_pair_low END
+             FROM dm_conversations c WHERE c.conversation_id = dm_messages.conversation_id)
+         WHERE deleted_at IS NULL AND conversation_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json(&ids))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn refresh_conversations(
+    c: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "WITH newest AS (
+             SELECT t.value AS id,
+                    EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = t.value) AS mirrored,
+                    (SELECT json_array(m.message_id, m.created_at, m.body, m.author_id)
+                     FROM dm_messages m
+                     WHERE m.conversation_id = t.value AND m.deleted_at IS NULL
+                     ORDER BY m.created_at DESC, m.message_id DESC LIMIT 1) AS m
+             FROM json_each(?1) AS t
+         )
+         UPDATE dm_conversations SET
+             last_message_id = CASE WHEN deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN n.m ->> 0 ELSE doc_last_message_id END,
+             last_message_at = CASE WHEN deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN n.m ->> 1 ELSE doc_last_message_at END,
+             last_message_preview = CASE WHEN deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN substr(n.m ->> 2, 1, 140)
+                                    ELSE doc_last_message_preview END,
+             last_message_author_id = CASE WHEN deleted_at IS NOT NULL THEN NULL
+                                    WHEN n.mirrored THEN n.m ->> 3
+                                    ELSE doc_last_message_author_id END
+         FROM newest n
+         WHERE dm_conversations.conversation_id = n.id",
+    )
+    .bind(json(&ids))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn current_ranks(
+    c: &mut SqliteConnection,
+    family: Family,
+    keys: &[&EntityKey],
+) -> Result<HashMap<EntityKey, Rank>, StoreError> {
+    let parts: Vec<(String, String)> = keys.iter().map(|k| key_parts(k)).collect();
+    let sql = match family {
+        Family::DmConversation => {
+            "SELECT t.conversation_id, '', t.updated_at, t.deleted_at IS NOT NULL, t.content_hash
+             FROM dm_conversations t JOIN json_each(?1) AS u ON t.conversation_id = u.value ->> 0
+             WHERE t.updated_at IS NOT NULL"
+        }
+        Family::DmMessage => {
+            "SELECT t.conversation_id, t.message_id, t.updated_at, t.deleted_at IS NOT NULL, t.content_hash
+             FROM dm_messages t JOIN json_each(?1) AS u
+               ON t.conversation_id = u.value ->> 0 AND t.message_id = u.value ->> 1"
+        }
+        Family::FollowEdge => {
+            "SELECT t.user_id, t.target_id, t.updated_at, t.deleted_at IS NOT NULL, t.content_hash
+             FROM follow_edges t JOIN json_each(?1) AS u
+               ON t.user_id = u.value ->> 0 AND t.target_id = u.value ->> 1"
+        }
+    };
+    let rows: Vec<(String, String, String, bool, String)> =
+        sqlx::query_as(sql).bind(json(&parts)).fetch_all(c).await?;
+    rows.into_iter()
+        .map(|(a, b, updated_at, is_delete, content_hash)| {
+            let version = Timestamp::parse_rfc3339(&updated_at)
+                .map_err(|e| StoreError::Other(format!("stored version {e}")))?;
+            Ok((
+                entity_key(family, a, b),
+                Rank {
+                    version,
+                    is_delete,
+                    content_hash,
+                },
+            ))
+        })
+        .collect()
+}
+
+pub(super) async fn dump(pool: &SqlitePool, table: &Table) -> Result<Vec<Value>, StoreError> {
+    let fields: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, kind)| {
+            let value = match kind {
+                Kind::TextList | Kind::Json => format!("json({name})"),
+                Kind::Text | Kind::Integer | Kind::Time => name.to_string(),
+            };
+            format!("'{name}', {value}")
+        })
+        .collect();
+    let sql = format!(
+        "SELECT json_object({}) FROM {} ORDER BY {}",
+        fields.join(", "),
+        table.name,
+        table.key.join(", ")
+    );
+    let rows: Vec<SqliteRow> = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    rows.iter()
+        .map(|row| {
+            let text: String = row.try_get(0)?;
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Other(format!("row is not JSON: {e}")))
+        })
+        .collect()
+}
