@@ -283,6 +283,11 @@ impl Event {
                 )));
             }
         }
+        if event_type.action != Action::Deleted && envelope.document.is_none() {
+            return Err(Rejection::InvalidField(format!(
+                "payload is missing: a {event_type} carries the whole document"
+            )));
+        }
         let key = entity_key(event_type.family, &envelope)?;
         let document = envelope.document.as_ref();
         let fields = Fields { map: document };
@@ -310,14 +315,7 @@ impl Event {
             let document = match deleted_at {
                 // A soft delete by update: only the ids are needed.
                 Some(deleted_at) => Document::Tombstone { deleted_at },
-                None => {
-                    if document.is_none() {
-                        return Err(Rejection::InvalidField(format!(
-                            "payload is missing: a {event_type} carries the whole document"
-                        )));
-                    }
-                    upsert_document(event_type.family, &fields, updated_at)?
-                }
+                None => upsert_document(event_type.family, &fields, updated_at)?,
             };
             (version, document)
         };

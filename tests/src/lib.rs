@@ -1,1 +1,291 @@
+//! Test support: a fresh, migrated mirror per test on either store, event builders and row
+//! access. PostgreSQL is a real server (`TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/test`); each test gets a schema of its own.
 
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use realtime_mirror::batch::{BatchOutcome, Outcome, Record, Route, Summary};
+use realtime_mirror::config::Config;
+use realtime_mirror::{Processor, Store};
+use serde_json::{json, Value};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+
+pub use realtime_mirror;
+
+pub const DEFAULT_TEST_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub fn test_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_string())
+}
+
+/// Runs each `async fn rule(m: Mirror) { … }` once on SQLite and once on PostgreSQL, as
+/// `rule::sqlite` and `rule::postgres`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($(async fn $name:ident($m:ident: Mirror) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn rule($m: $crate::Mirror) $body
+                #[tokio::test]
+                async fn sqlite() { rule($crate::Mirror::sqlite().await).await }
+                #[tokio::test]
+                async fn postgres() { rule($crate::Mirror::postgres().await).await }
+            }
+        )*
+    };
+}
+
+/// A fresh mirror and the processor the functions would use on it.
+pub struct Mirror {
+    pub processor: Processor,
+    /// A `DATABASE_URL` that reaches this very mirror (for running the binaries).
+    pub url: String,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Mirror {
+    pub async fn sqlite() -> Mirror {
+        Mirror::sqlite_with(Config::default()).await
+    }
+
+    /// A SQLite file in the temporary directory, so a binary can open it too.
+    pub async fn sqlite_with(config: Config) -> Mirror {
+        let path = std::env::temp_dir().join(format!("{}.db", unique("mirror_test")));
+        let url = format!("sqlite://{}", path.display());
+        let store = Store::sqlite(SqliteConnectOptions::from_str(&url).expect("a SQLite URL"))
+            .await
+            .expect("SQLite opens");
+        store.migrate().await.expect("SQLite migrates");
+        Mirror {
+            processor: Processor::new(store, config),
+            url,
+        }
+    }
+
+    /// A private in-memory SQLite database: the cheapest fresh mirror, for property tests.
+    pub async fn sqlite_in_memory_with(config: Config) -> Mirror {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:").expect("a SQLite URL");
+        let store = Store::sqlite(options).await.expect("SQLite opens");
+        store.migrate().await.expect("SQLite migrates");
+        Mirror {
+            processor: Processor::new(store, config),
+            url: "sqlite::memory:".into(),
+        }
+    }
+
+    pub async fn postgres() -> Mirror {
+        Mirror::postgres_with(Config::default()).await
+    }
+
+    pub async fn postgres_with(config: Config) -> Mirror {
+        let admin_url = test_database_url();
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {admin_url}: {e}. Run the tests with scripts/test, \
+                 which starts it (pg_ctlcluster … main start), or set TEST_DATABASE_URL."
+            )
+        });
+        let schema = unique("rm_test");
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut admin)
+            .await
+            .expect("CREATE SCHEMA");
+        let options = PgConnectOptions::from_str(&admin_url)
+            .expect("a PostgreSQL URL")
+            .options([("search_path", schema.as_str())]);
+        let store = Store::postgres(options, &config);
+        store.migrate().await.expect("PostgreSQL migrates");
+        let separator = if admin_url.contains('?') { '&' } else { '?' };
+        let url = format!("{admin_url}{separator}options=-c%20search_path%3D{schema}");
+        Mirror {
+            processor: Processor::new(store, config),
+            url,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        self.processor.store()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.store(), Store::Postgres(_))
+    }
+
+    /// Applies envelopes as one batch of records `r0`, `r1`, … (no receive count).
+    pub async fn apply(&self, events: &[Value]) -> BatchOutcome {
+        let records = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Record {
+                message_id: format!("r{i}"),
+                body: Some(match e {
+                    Value::String(raw) => raw.clone(),
+                    other => other.to_string(),
+                }),
+                receive_count: None,
+            })
+            .collect();
+        self.processor.process(records, Route::AllFamilies).await
+    }
+
+    /// Applies envelopes, each in a batch of its own, in order.
+    pub async fn apply_each(&self, events: &[Value]) -> Summary {
+        let mut all = BatchOutcome::default();
+        for event in events {
+            all.extend(self.apply(std::slice::from_ref(event)).await);
+        }
+        all.summary()
+    }
+
+    pub async fn outcome_of(&self, event: Value) -> Outcome {
+        self.apply(&[event]).await.records.remove(0).outcome
+    }
+
+    /// The reason a single envelope is rejected; panics if it is not.
+    pub async fn rejection_of(&self, event: Value) -> String {
+        match self.outcome_of(event).await {
+            Outcome::Rejected(why) => why.to_string(),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    pub async fn rows(&self, table: &str) -> Vec<Value> {
+        self.store()
+            .snapshot()
+            .await
+            .expect("snapshot")
+            .rows(table)
+            .to_vec()
+    }
+
+    /// The row whose key columns hold `key`, if any.
+    pub async fn find(&self, table: &str, key: &[&str]) -> Option<Value> {
+        let columns: &[&str] = match table {
+            "dm_conversations" => &["conversation_id"],
+            "dm_messages" => &["conversation_id", "message_id"],
+            "follow_edges" => &["user_id", "target_id"],
+            other => panic!("no table {other}"),
+        };
+        self.rows(table)
+            .await
+            .into_iter()
+            .find(|row| columns.iter().zip(key).all(|(c, k)| row[*c] == json!(k)))
+    }
+
+    pub async fn row(&self, table: &str, key: &[&str]) -> Value {
+        self.find(table, key)
+            .await
+            .unwrap_or_else(|| panic!("no {table} row {key:?}"))
+    }
+
+    /// Runs dialect-specific SQL on this mirror.
+    pub async fn execute(&self, postgres: &str, sqlite: &str) {
+        match self.store() {
+            Store::Postgres(pool) => sqlx::raw_sql(AssertSqlSafe(postgres.to_string()))
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            Store::Sqlite(pool) => sqlx::raw_sql(AssertSqlSafe(sqlite.to_string()))
+                .execute(pool)
+                .await
+                .map(|_| ()),
+        }
+        .expect("test SQL runs");
+    }
+}
+
+/// A canonical envelope.
+pub fn canonical(event_type: &str, occurred_at: &str, payload: Value) -> Value {
+    json!({ "eventType": event_type, "occurredAt": occurred_at, "payload": payload })
+}
+
+/// A `dm.message.created` envelope at `created_at` (also its occurredAt).
+pub fn message(
+    conversation: &str,
+    message: &str,
+    author: &str,
+    body: &str,
+    created_at: &str,
+) -> Value {
+    canonical(
+        "dm.message.created",
+        created_at,
+        json!({ "conversationId": conversation, "messageId": message, "authorId": author,
+                "body": body, "createdAt": created_at }),
+    )
+}
+
+/// A `dm.conversation.updated` envelope with these participants, at `updated_at`.
+pub fn conversation(conversation: &str, participants: &[&str], updated_at: &str) -> Value {
+    canonical(
+        "dm.conversation.updated",
+        updated_at,
+        json!({ "conversationId": conversation, "ownerId": participants.first(),
+                "participantIds": participants, "createdAt": "2025-01-01T00:00:00Z",
+                "updatedAt": updated_at }),
+    )
+}
+
+/// A `follow.edge.created` envelope.
+pub fn follow(user: &str, target: &str, at: &str) -> Value {
+    canonical(
+        "follow.edge.created",
+        at,
+        json!({ "userId": user, "targetId": target, "createdAt": at }),
+    )
+}
+
+/// A delete of `entity_id` of `family_prefix` (`dm.message`, …) with only the entity id.
+pub fn delete(family_prefix: &str, entity_id: &str, at: &str) -> Value {
+    json!({ "eventType": format!("{family_prefix}.deleted"), "occurredAt": at, "entityId": entity_id })
+}
+
+/// Sets `value[path…] = new` (path segments are object keys).
+pub fn with(mut value: Value, path: &[&str], new: Value) -> Value {
+    let mut target = &mut value;
+    for key in &path[..path.len() - 1] {
+        target = &mut target[*key];
+    }
+    target[path[path.len() - 1]] = new;
+    value
+}
+
+/// Removes `value[path…]`.
+pub fn without(mut value: Value, path: &[&str]) -> Value {
+    let mut target = &mut value;
+    for key in &path[..path.len() - 1] {
+        target = &mut target[*key];
+    }
+    if let Value::Object(map) = target {
+        map.remove(path[path.len() - 1]);
+    }
+    value
+}
+
+pub fn counts(summary: &Summary) -> [usize; 5] {
+    [
+        summary.applied,
+        summary.duplicates,
+        summary.stale,
+        summary.rejected,
+        summary.failed,
+    ]
+}
