@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use realtime_mirror::batch::RecordOutcome;
 use realtime_mirror::config::{Config, DatabaseUrl};
-use realtime_mirror::{inputs, Processor, Route};
+use realtime_mirror::{inputs, BatchOutcome, Outcome, Processor, Route};
 
 #[derive(Parser)]
 #[command(version, about = "Operate a realtime-mirror SQL mirror")]
@@ -52,18 +53,33 @@ async fn run(cli: Cli) -> Result<u8, String> {
     // Every command works on a migrated schema; `migrate` is the explicit form.
     config.migrate_on_start = true;
     let target = config.database_url.to_string();
-    let processor = Processor::connect(config)
+    let opened = Processor::connect(config)
         .await
-        .map_err(|e| format!("cannot open the mirror at {target}: {e}"))?;
+        .map_err(|e| format!("cannot open the mirror at {target}: {e}"));
     match cli.command {
         Command::Migrate => {
+            opened?;
             eprintln!("mirrorctl: the schema at {target} is up to date");
             Ok(0)
         }
         Command::Apply { paths } => {
             let (records, unreadable) = inputs::read_paths(&paths);
-            let mut outcome = processor.process(records, Route::AllFamilies).await;
-            outcome.extend(realtime_mirror::BatchOutcome {
+            let mut outcome = match opened {
+                Ok(processor) => processor.process(records, Route::AllFamilies).await,
+                // Still one summary line: every record failed, and why.
+                Err(reason) => {
+                    eprintln!("mirrorctl: {reason}");
+                    BatchOutcome {
+                        records: records
+                            .into_iter()
+                            .map(|r| {
+                                RecordOutcome::new(r.message_id, Outcome::Failed(reason.clone()))
+                            })
+                            .collect(),
+                    }
+                }
+            };
+            outcome.extend(BatchOutcome {
                 records: unreadable,
             });
             let summary = outcome.summary();
@@ -74,7 +90,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             Ok(summary.exit_code() as u8)
         }
         Command::Dump => {
-            let snapshot = processor
+            let snapshot = opened?
                 .store()
                 .snapshot()
                 .await
