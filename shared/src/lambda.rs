@@ -1,12 +1,19 @@
-//! The SQS-triggered function, shared by the three binaries: `SqsEvent` in,
-//! `SqsBatchResponse` out, with the records to keep reported as batch item failures.
+//! The function binaries' whole logic: in Lambda, an SQS-triggered handler
+//! (`SqsEvent` → `SqsBatchResponse`); outside Lambda, with a queue URL, a worker
+//! (see [`crate::worker`]). Both run the same batch processor.
+
+use std::collections::{HashMap, HashSet};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use clap::Parser;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
-use crate::batch::{Processor, Record, Route};
+use crate::batch::{BatchOutcome, Outcome, Processor, Record, Route};
 use crate::config::Config;
 use crate::event::Family;
+use crate::queue::{DeadLetterQueue, Latencies};
+use crate::timestamp::Timestamp;
+use crate::worker::{self, WorkerSettings};
 
 pub fn records(event: SqsEvent) -> Vec<Record> {
     event
@@ -24,29 +31,153 @@ pub fn records(event: SqsEvent) -> Vec<Record> {
         .collect()
 }
 
-/// Handles one invocation for `family`'s queue. Failed records are retried by the queue;
-/// rejected ones are kept too, so that after the redrive policy's receives they land in the
-/// dead-letter queue rather than being lost.
-pub async fn handle(
-    processor: &Processor,
-    family: Family,
-    event: LambdaEvent<SqsEvent>,
-) -> Result<SqsBatchResponse, Error> {
-    let outcome = processor
-        .process(records(event.payload), Route::Only(family))
-        .await;
-    let mut response = SqsBatchResponse::default();
-    for record in outcome.records_to_keep() {
-        response.add_failure(record.message_id.clone());
-    }
-    Ok(response)
+/// One family's function: the processor, and where its rejected records go.
+#[derive(Clone, Debug)]
+pub struct Function {
+    pub family: Family,
+    pub processor: Processor,
+    /// `MIRROR_DLQ_URL`: rejected records are sent there at once and acknowledged. Without
+    /// it they are reported as batch item failures, so the redrive policy moves them there.
+    pub dead_letters: Option<DeadLetterQueue>,
 }
 
-/// The whole of a function binary: read the settings, build the pool once, serve.
+impl Function {
+    pub fn new(family: Family, processor: Processor) -> Self {
+        Function {
+            family,
+            processor,
+            dead_letters: None,
+        }
+    }
+
+    /// Handles one invocation: failed records are retried by the queue; rejected ones are
+    /// dead-lettered, or kept when that is not possible — never dropped.
+    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
+        let sent_at: HashMap<String, i64> = event
+            .payload
+            .records
+            .iter()
+            .filter_map(|m| {
+                Some((
+                    m.message_id.clone()?,
+                    m.attributes.get("SentTimestamp")?.parse().ok()?,
+                ))
+            })
+            .collect();
+        let records = records(event.payload);
+        let bodies: HashMap<String, Option<String>> = records
+            .iter()
+            .map(|r| (r.message_id.clone(), r.body.clone()))
+            .collect();
+        let outcome = self
+            .processor
+            .process(records, Route::Only(self.family))
+            .await;
+        let mut latencies = Latencies::default();
+        latencies.record(&outcome, &sent_at, Timestamp::now());
+        if let Some((p50, p95, max)) = latencies.summary() {
+            tracing::info!(
+                count = latencies.values().len(),
+                p50_ms = p50,
+                p95_ms = p95,
+                max_ms = max,
+                "sql_mirror_latency_ms (enqueue to commit)"
+            );
+        }
+        let dead_lettered: HashSet<String> = match &self.dead_letters {
+            Some(dlq) => dlq
+                .send_rejections(&outcome, &bodies)
+                .await
+                .into_iter()
+                .collect(),
+            None => HashSet::new(),
+        };
+        Ok(batch_response(&outcome, &dead_lettered))
+    }
+}
+
+fn batch_response(outcome: &BatchOutcome, dead_lettered: &HashSet<String>) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for record in &outcome.records {
+        let keep = match &record.outcome {
+            Outcome::Failed(_) => true,
+            Outcome::Rejected(_) => !dead_lettered.contains(&record.message_id),
+            _ => false,
+        };
+        if keep {
+            response.add_failure(record.message_id.clone());
+        }
+    }
+    response
+}
+
+/// The command line of a function binary (all of it optional inside Lambda).
+#[derive(Parser, Debug)]
+#[command(
+    about = "A realtime-mirror function: an AWS Lambda handler, or with --queue-url a long-polling SQS worker"
+)]
+struct FunctionArgs {
+    /// Run as a worker that long-polls this SQS queue (outside Lambda).
+    #[arg(long, env = "MIRROR_QUEUE_URL")]
+    queue_url: Option<String>,
+    /// Send rejected records to this dead-letter queue at once, with their reason.
+    #[arg(long, env = "MIRROR_DLQ_URL")]
+    dlq_url: Option<String>,
+}
+
+/// The whole of a function binary: read the settings, build the pool once, then serve
+/// Lambda invocations (when `AWS_LAMBDA_RUNTIME_API` is set) or run as a worker.
 pub async fn run(family: Family) -> Result<(), Error> {
     crate::telemetry::init();
+    let args = FunctionArgs::parse();
+    let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    if !in_lambda && args.queue_url.is_none() {
+        return Err(format!(
+            "{}: not running in Lambda (AWS_LAMBDA_RUNTIME_API is unset) and no queue to poll: \
+             pass --queue-url or set MIRROR_QUEUE_URL to run as a worker",
+            family.function_name()
+        )
+        .into());
+    }
     let config = Config::from_env()?;
     let processor = Processor::connect(config).await?;
-    tracing::info!(function = family.function_name(), "serving");
-    lambda_runtime::run(service_fn(|event| handle(&processor, family, event))).await
+    let mut function = Function::new(family, processor);
+    let client = if args.dlq_url.is_some() || !in_lambda {
+        Some(crate::queue::client_from_env().await)
+    } else {
+        None
+    };
+    if let (Some(url), Some(client)) = (&args.dlq_url, &client) {
+        function.dead_letters = Some(DeadLetterQueue {
+            client: client.clone(),
+            url: url.clone(),
+            source_queue: args
+                .queue_url
+                .clone()
+                .unwrap_or_else(|| family.function_name().to_string()),
+        });
+    }
+    if in_lambda {
+        tracing::info!(
+            function = family.function_name(),
+            "serving Lambda invocations"
+        );
+        let function = &function;
+        return lambda_runtime::run(service_fn(|event| function.handle(event))).await;
+    }
+    let client = client.expect("a worker has a client");
+    let mut settings = WorkerSettings::new(family, args.queue_url.expect("checked above"));
+    settings.dead_letters = function.dead_letters.clone();
+    let totals = worker::run(
+        &function.processor,
+        &client,
+        &settings,
+        worker::shutdown_signal(),
+    )
+    .await;
+    println!(
+        "{}",
+        serde_json::to_string(&totals).expect("totals serialise")
+    );
+    Ok(())
 }

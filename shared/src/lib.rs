@@ -8,14 +8,18 @@
 
 pub mod batch;
 pub mod config;
+pub mod dlq;
 pub mod envelope;
 pub mod event;
 pub mod inputs;
 pub mod lambda;
+pub mod publish;
+pub mod queue;
 pub mod rejection;
 pub mod store;
 pub mod telemetry;
 pub mod timestamp;
+pub mod worker;
 
 pub use batch::{BatchOutcome, Outcome, Processor, Record, Route, Summary};
 pub use config::Config;

@@ -11,7 +11,7 @@ use realtime_mirror::{Processor, Store};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use sqlx::{Connection, PgConnection};
 
 pub use realtime_mirror;
 
@@ -104,7 +104,7 @@ impl Mirror {
             )
         });
         let schema = unique("rm_test");
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        sqlx::query(&format!("CREATE SCHEMA {schema}"))
             .execute(&mut admin)
             .await
             .expect("CREATE SCHEMA");
@@ -199,14 +199,8 @@ impl Mirror {
     /// Runs dialect-specific SQL on this mirror.
     pub async fn execute(&self, postgres: &str, sqlite: &str) {
         match self.store() {
-            Store::Postgres(pool) => sqlx::raw_sql(AssertSqlSafe(postgres.to_string()))
-                .execute(pool)
-                .await
-                .map(|_| ()),
-            Store::Sqlite(pool) => sqlx::raw_sql(AssertSqlSafe(sqlite.to_string()))
-                .execute(pool)
-                .await
-                .map(|_| ()),
+            Store::Postgres(pool) => sqlx::raw_sql(postgres).execute(pool).await.map(|_| ()),
+            Store::Sqlite(pool) => sqlx::raw_sql(sqlite).execute(pool).await.map(|_| ()),
         }
         .expect("test SQL runs");
     }
@@ -288,4 +282,129 @@ pub fn counts(summary: &Summary) -> [usize; 5] {
         summary.rejected,
         summary.failed,
     ]
+}
+
+/// The SQS-compatible server the queue tests use (`MIRROR_TEST_SQS_ENDPOINT`; scripts/test
+/// starts moto's server and sets it).
+pub fn sqs_endpoint() -> String {
+    std::env::var("MIRROR_TEST_SQS_ENDPOINT").unwrap_or_else(|_| {
+        panic!("MIRROR_TEST_SQS_ENDPOINT is unset: run the tests with scripts/test, which starts an SQS-compatible server (moto)")
+    })
+}
+
+pub fn sqs() -> aws_sdk_sqs::Client {
+    realtime_mirror::queue::client_for_endpoint(&sqs_endpoint(), "us-east-1")
+}
+
+/// The environment a spawned binary needs to reach the test SQS server.
+pub fn sqs_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", sqs_endpoint()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "local".into()),
+        ("AWS_SECRET_ACCESS_KEY", "local".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+    ]
+}
+
+/// Creates a queue with a unique name (`fifo` adds the `.fifo` suffix) and these attributes.
+pub async fn create_queue(
+    client: &aws_sdk_sqs::Client,
+    prefix: &str,
+    fifo: bool,
+    attributes: &[(aws_sdk_sqs::types::QueueAttributeName, String)],
+) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let mut name = unique(prefix).replace('_', "-");
+    let mut request = client.create_queue();
+    if fifo {
+        name.push_str(".fifo");
+        request = request.attributes(QueueAttributeName::FifoQueue, "true");
+    }
+    for (key, value) in attributes {
+        request = request.attributes(key.clone(), value);
+    }
+    request
+        .queue_name(name)
+        .send()
+        .await
+        .expect("create the queue")
+        .queue_url()
+        .unwrap()
+        .to_string()
+}
+
+pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .expect("a queue ARN")
+}
+
+/// (visible, in flight) messages.
+pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let response = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("queue attributes");
+    let get = |name: QueueAttributeName| {
+        response
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    )
+}
+
+/// Resolves once the queue holds nothing, visible or in flight, on two checks in a row;
+/// panics after `limit`.
+pub async fn drained(client: &aws_sdk_sqs::Client, url: &str, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    let mut empty_checks = 0;
+    while empty_checks < 2 {
+        assert!(
+            start.elapsed() < limit,
+            "{url} still holds messages after {limit:?}: {:?}",
+            queue_depth(client, url).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        empty_checks = if queue_depth(client, url).await == (0, 0) {
+            empty_checks + 1
+        } else {
+            0
+        };
+    }
+}
+
+/// The path of a workspace binary built beside the running test.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    if !path.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", name])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building {name}");
+    }
+    path
 }

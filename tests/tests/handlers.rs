@@ -5,7 +5,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{Context, LambdaEvent};
 use mirror_tests::realtime_mirror::batch::{Outcome, Route};
 use mirror_tests::realtime_mirror::config::Config;
-use mirror_tests::realtime_mirror::lambda::{handle, records};
+use mirror_tests::realtime_mirror::lambda::{records, Function};
 use mirror_tests::realtime_mirror::{Family, Processor, Store};
 use mirror_tests::{on_both_stores, Mirror};
 use serde_json::Value;
@@ -17,13 +17,10 @@ fn sample(name: &str) -> SqsEvent {
 }
 
 async fn invoke(processor: &Processor, family: Family, name: &str) -> SqsBatchResponse {
-    handle(
-        processor,
-        family,
-        LambdaEvent::new(sample(name), Context::default()),
-    )
-    .await
-    .expect("the handler answers")
+    Function::new(family, processor.clone())
+        .handle(LambdaEvent::new(sample(name), Context::default()))
+        .await
+        .expect("the handler answers")
 }
 
 fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {

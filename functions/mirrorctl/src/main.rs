@@ -1,15 +1,20 @@
-//! `mirrorctl`: the operator's command line (CONTRACT.md section 5).
+//! `mirrorctl`: the operator's command line (CONTRACT.md section 5, and the queue tools).
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use realtime_mirror::batch::RecordOutcome;
 use realtime_mirror::config::{Config, DatabaseUrl};
+use realtime_mirror::dlq::{self, ReplayOptions};
+use realtime_mirror::event::Limits;
+use realtime_mirror::publish::{self, Destinations};
+use realtime_mirror::timestamp::Timestamp;
 use realtime_mirror::{inputs, BatchOutcome, Outcome, Processor, Route};
 
 #[derive(Parser)]
-#[command(version, about = "Operate a realtime-mirror SQL mirror")]
+#[command(version, about = "Operate a realtime-mirror SQL mirror and its queues")]
 struct Cli {
     /// Where the mirror lives: postgres://… or sqlite://… (created on first use).
     #[arg(long, env = "DATABASE_URL", default_value = realtime_mirror::config::DEFAULT_DATABASE_URL, global = true)]
@@ -32,6 +37,65 @@ enum Command {
     },
     /// Print every mirrored row as JSON, in one form for both stores (for comparing them).
     Dump,
+    /// Send event files to the queue of each event's family (batches of 10; on a FIFO queue
+    /// with the idempotency key as deduplication id and the entity as group id). Queues from
+    /// MIRROR_DM_MESSAGE_QUEUE_URL, MIRROR_DM_CONVERSATION_QUEUE_URL and
+    /// MIRROR_FOLLOW_EDGE_QUEUE_URL, or --queue-url for all. Exit codes as for apply.
+    Publish {
+        /// Send every event to this queue.
+        #[arg(long)]
+        queue_url: Option<String>,
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Inspect, replay or purge a dead-letter queue.
+    Dlq {
+        /// The dead-letter queue.
+        #[arg(long, env = "MIRROR_DLQ_URL")]
+        queue_url: String,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// How many messages wait, are in flight, are delayed.
+    Stats,
+    /// Show up to --max messages with their error kind, reason and origin; they stay queued.
+    Peek {
+        #[arg(long, default_value_t = 10)]
+        max: usize,
+        /// Also print the bodies (they hold private content).
+        #[arg(long)]
+        show_body: bool,
+    },
+    /// Move messages back to their source queue (the mirror.sourceQueue attribute, or --to);
+    /// each is deleted here only after its send succeeded.
+    Replay {
+        /// Send every message to this queue (needed for messages the redrive policy moved,
+        /// which carry no source).
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+        /// At most this many messages per second.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+        /// Count what would move; move nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Use SQS's own redrive (StartMessageMoveTask) instead.
+        #[arg(long)]
+        native: bool,
+    },
+    /// Delete every message of the dead-letter queue.
+    Purge {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[tokio::main]
@@ -47,21 +111,58 @@ async fn main() -> ExitCode {
     }
 }
 
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("output serialises")
+    );
+}
+
 async fn run(cli: Cli) -> Result<u8, String> {
-    let mut config = Config::from_env().map_err(|e| e.to_string())?;
-    config.database_url = DatabaseUrl::new(cli.database_url);
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    match cli.command {
+        Command::Migrate | Command::Apply { .. } | Command::Dump => {
+            database(cli.database_url, config, cli.command).await
+        }
+        Command::Publish { queue_url, paths } => {
+            let (records, unreadable) = inputs::read_paths(&paths);
+            let client = realtime_mirror::queue::client_from_env().await;
+            let limits = Limits {
+                now: Timestamp::now(),
+                max_future_skew: config.max_future_skew,
+            };
+            let mut summary =
+                publish::publish(&client, records, &Destinations::from_env(queue_url), limits)
+                    .await;
+            let unreadable = BatchOutcome {
+                records: unreadable,
+            }
+            .summary();
+            summary.failed += unreadable.failed;
+            summary.failures.extend(unreadable.failures);
+            summary.rejected += unreadable.rejected;
+            summary.rejections.extend(unreadable.rejections);
+            print_json(&summary);
+            Ok(summary.exit_code() as u8)
+        }
+        Command::Dlq { queue_url, action } => {
+            let client = realtime_mirror::queue::client_from_env().await;
+            dead_letters(&client, &queue_url, action)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+async fn database(url: String, mut config: Config, command: Command) -> Result<u8, String> {
+    config.database_url = DatabaseUrl::new(url);
     // Every command works on a migrated schema; `migrate` is the explicit form.
     config.migrate_on_start = true;
     let target = config.database_url.to_string();
     let opened = Processor::connect(config)
         .await
         .map_err(|e| format!("cannot open the mirror at {target}: {e}"));
-    match cli.command {
-        Command::Migrate => {
-            opened?;
-            eprintln!("mirrorctl: the schema at {target} is up to date");
-            Ok(0)
-        }
+    match command {
         Command::Apply { paths } => {
             let (records, unreadable) = inputs::read_paths(&paths);
             let mut outcome = match opened {
@@ -83,10 +184,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 records: unreadable,
             });
             let summary = outcome.summary();
-            println!(
-                "{}",
-                serde_json::to_string(&summary).expect("the summary serialises")
-            );
+            print_json(&summary);
             Ok(summary.exit_code() as u8)
         }
         Command::Dump => {
@@ -101,5 +199,76 @@ async fn run(cli: Cli) -> Result<u8, String> {
             );
             Ok(0)
         }
+        _ => {
+            opened?;
+            eprintln!("mirrorctl: the schema at {target} is up to date");
+            Ok(0)
+        }
     }
+}
+
+async fn dead_letters(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    action: DlqAction,
+) -> Result<u8, dlq::DlqError> {
+    match action {
+        DlqAction::Stats => print_json(&dlq::stats(client, url).await?),
+        DlqAction::Peek { max, show_body } => {
+            print_json(&dlq::peek(client, url, max, show_body).await?)
+        }
+        DlqAction::Replay {
+            native: true,
+            to,
+            rate,
+            ..
+        } => {
+            let task = dlq::replay_native(client, url, to.as_deref(), rate).await?;
+            print_json(&serde_json::json!({ "taskHandle": task }));
+        }
+        DlqAction::Replay {
+            to,
+            max,
+            rate,
+            dry_run,
+            native: false,
+        } => {
+            let summary = dlq::replay(
+                client,
+                url,
+                &ReplayOptions {
+                    to,
+                    max,
+                    rate,
+                    dry_run,
+                },
+            )
+            .await?;
+            print_json(&summary);
+            if summary.failed > 0 {
+                return Ok(1);
+            }
+        }
+        DlqAction::Purge { yes } => {
+            let waiting = dlq::stats(client, url).await?["messages"]
+                .as_u64()
+                .unwrap_or(0);
+            if !yes && !confirmed(url, waiting) {
+                eprintln!("mirrorctl: not purged (confirm by typing 'purge', or pass --yes)");
+                return Ok(1);
+            }
+            dlq::purge(client, url).await?;
+            print_json(&serde_json::json!({ "purged": url, "messagesBefore": waiting }));
+        }
+    }
+    Ok(0)
+}
+
+/// Asks on stderr, reads one line of stdin; no answer (closed stdin) is a no.
+fn confirmed(url: &str, waiting: u64) -> bool {
+    eprint!("Delete every message of {url} (about {waiting})? Type 'purge' to confirm: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let read = std::io::stdin().lock().read_line(&mut answer);
+    matches!(read, Ok(n) if n > 0) && answer.trim() == "purge"
 }

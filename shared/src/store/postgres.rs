@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use sqlx::{PgConnection, PgPool, Row};
 
 use super::{ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table};
 use crate::event::{EntityKey, Event, Family, Rank};
@@ -492,7 +492,7 @@ pub(super) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, Sto
         table.name,
         table.key.join(", ")
     );
-    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    let rows = sqlx::query(&sql).fetch_all(pool).await?;
     rows.iter()
         .map(|row| {
             let text: String = row.try_get(0)?;

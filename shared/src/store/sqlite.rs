@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 use super::postgres::{entity_key, key_parts};
 use super::{ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table};
@@ -342,7 +342,7 @@ pub(super) async fn dump(pool: &SqlitePool, table: &Table) -> Result<Vec<Value>,
         table.name,
         table.key.join(", ")
     );
-    let rows: Vec<SqliteRow> = sqlx::query(AssertSqlSafe(sql)).fetch_all(pool).await?;
+    let rows: Vec<SqliteRow> = sqlx::query(&sql).fetch_all(pool).await?;
     rows.iter()
         .map(|row| {
             let text: String = row.try_get(0)?;
