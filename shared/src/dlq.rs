@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use aws_sdk_sqs::Client;
 use serde::Serialize;
@@ -14,7 +13,7 @@ use serde_json::{json, Value};
 use crate::event::{sha256_hex, Event, Limits};
 use crate::publish::{event_type_attribute, group_id, is_fifo};
 use crate::queue::{
-    ATTR_ERROR_KIND, ATTR_REASON, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE, SQS_BATCH,
+    describe, ATTR_ERROR_KIND, ATTR_REASON, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE, SQS_BATCH,
 };
 use crate::timestamp::Timestamp;
 
@@ -22,11 +21,11 @@ use crate::timestamp::Timestamp;
 #[error("{0}")]
 pub struct DlqError(pub String);
 
-fn sqs_error<E: std::error::Error + 'static>(
+fn sqs_error<E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + 'static>(
     what: &str,
     error: aws_sdk_sqs::error::SdkError<E>,
 ) -> DlqError {
-    DlqError(format!("{what}: {}", DisplayErrorContext(&error)))
+    DlqError(format!("{what}: {}", describe(&error)))
 }
 
 pub async fn stats(client: &Client, url: &str) -> Result<Value, DlqError> {
@@ -132,7 +131,7 @@ async fn release(client: &Client, url: &str, receipt_handles: &[String]) {
             .send()
             .await
         {
-            tracing::warn!(queue = url, error = %DisplayErrorContext(&error), "a message stays hidden until its visibility timeout");
+            tracing::warn!(queue = url, error = %describe(&error), "a message stays hidden until its visibility timeout");
         }
     }
 }
@@ -222,7 +221,7 @@ pub async fn replay(
                         summary.failures.push(format!(
                             "{}: sent to {target} but not deleted from the dead-letter queue ({})",
                             m.message_id().unwrap_or_default(),
-                            DisplayErrorContext(&e)
+                            describe(&e)
                         ));
                     }
                 },
@@ -282,7 +281,7 @@ async fn send_copy(client: &Client, target: &str, m: &Message) -> Result<(), Str
     send.send()
         .await
         .map(|_| ())
-        .map_err(|e| format!("sending to {target} failed: {}", DisplayErrorContext(&e)))
+        .map_err(|e| format!("sending to {target} failed: {}", describe(&e)))
 }
 
 /// SQS's own redrive (`StartMessageMoveTask`) from the dead-letter queue back to its source
@@ -321,7 +320,7 @@ pub async fn replay_native(
             DlqError(format!(
                 "native redrive (StartMessageMoveTask) failed: {}. A server without it (such as a \
                  local SQS emulator) needs `mirrorctl dlq replay` without --native",
-                DisplayErrorContext(&e)
+                describe(&e)
             ))
         })?;
     Ok(response.task_handle().unwrap_or_default().to_string())

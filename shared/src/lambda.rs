@@ -125,19 +125,32 @@ struct FunctionArgs {
     dlq_url: Option<String>,
 }
 
+/// A function binary's `main`: runs [`run`] and reports a failure to start in one line.
+pub async fn main(family: Family) -> std::process::ExitCode {
+    match run(family).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}: {error}", family.function_name());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The whole of a function binary: read the settings, build the pool once, then serve
 /// Lambda invocations (when `AWS_LAMBDA_RUNTIME_API` is set) or run as a worker.
 pub async fn run(family: Family) -> Result<(), Error> {
     crate::telemetry::init();
-    let args = FunctionArgs::parse();
+    let mut args = FunctionArgs::parse();
+    // An empty variable is an unset one.
+    args.queue_url = args.queue_url.filter(|u| !u.trim().is_empty());
+    args.dlq_url = args.dlq_url.filter(|u| !u.trim().is_empty());
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     if !in_lambda && args.queue_url.is_none() {
-        return Err(format!(
-            "{}: not running in Lambda (AWS_LAMBDA_RUNTIME_API is unset) and no queue to poll: \
-             pass --queue-url or set MIRROR_QUEUE_URL to run as a worker",
-            family.function_name()
-        )
-        .into());
+        return Err(
+            "not running in Lambda (AWS_LAMBDA_RUNTIME_API is unset) and no queue to poll: \
+             pass --queue-url or set MIRROR_QUEUE_URL to run as a worker"
+                .into(),
+        );
     }
     let config = Config::from_env()?;
     let processor = Processor::connect(config).await?;
@@ -166,7 +179,12 @@ pub async fn run(family: Family) -> Result<(), Error> {
         return lambda_runtime::run(service_fn(|event| function.handle(event))).await;
     }
     let client = client.expect("a worker has a client");
-    let mut settings = WorkerSettings::new(family, args.queue_url.expect("checked above"));
+    let queue_url = args.queue_url.expect("checked above");
+    crate::queue::check_queue(&client, &queue_url).await?;
+    if let Some(dlq) = &function.dead_letters {
+        crate::queue::check_queue(&client, &dlq.url).await?;
+    }
+    let mut settings = WorkerSettings::new(family, queue_url);
     settings.dead_letters = function.dead_letters.clone();
     let totals = worker::run(
         &function.processor,

@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use serde::Serialize;
 
 use crate::batch::{Problem, Record};
 use crate::event::{sha256_hex, Event, Family, Limits};
-use crate::queue::{ATTR_EVENT_TYPE, SQS_BATCH};
+use crate::queue::{describe, ATTR_EVENT_TYPE, SQS_BATCH};
 
 /// Where each family's events go.
 #[derive(Clone, Debug, Default)]
@@ -41,7 +40,10 @@ impl Destinations {
                     .map(|u| (f, u))
             })
             .collect();
-        Destinations { all, by_family }
+        Destinations {
+            all: all.filter(|u| !u.trim().is_empty()),
+            by_family,
+        }
     }
 
     fn url(&self, family: Family) -> Option<&str> {
@@ -179,8 +181,7 @@ pub async fn publish(
                     }
                 }
                 Err(error) => {
-                    let reason =
-                        format!("sending to {url} failed: {}", DisplayErrorContext(&error));
+                    let reason = format!("sending to {url} failed: {}", describe(&error));
                     for (record, _) in batch {
                         summary.failed += 1;
                         summary.failures.push(Problem {

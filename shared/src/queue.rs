@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     Message, MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
 };
@@ -38,6 +39,33 @@ pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
         .credentials_provider(credentials)
         .build();
     Client::from_conf(config)
+}
+
+/// An SQS failure in one line: the service's code and message, or the transport's error
+/// (timeouts, refused connections) with its causes.
+pub fn describe<E, R>(error: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_sdk_sqs::error::DisplayErrorContext(error).to_string(),
+    }
+}
+
+/// Fails unless `url` names a queue this process can read: a worker with a wrong URL should
+/// stop at once with a clear reason, not poll an error forever.
+pub async fn check_queue(client: &Client, url: &str) -> Result<(), String> {
+    client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot use the queue {url:?}: {}", describe(&e)))
 }
 
 /// A received message as a record, and what is needed to acknowledge it.
@@ -145,7 +173,7 @@ impl DeadLetterQueue {
                     }
                 }
                 Err(error) => {
-                    tracing::error!(dlq = %self.url, error = %aws_sdk_sqs::error::DisplayErrorContext(&error),
+                    tracing::error!(dlq = %self.url, error = %describe(&error),
                     "rejected records could not be dead-lettered; they stay on their queue")
                 }
             }

@@ -10,14 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Outcome, Processor, Route};
 use crate::event::Family;
-use crate::queue::{DeadLetterQueue, Latencies, Received, SQS_BATCH};
+use crate::queue::{describe, DeadLetterQueue, Latencies, Received, SQS_BATCH};
 use crate::timestamp::Timestamp;
 
 #[derive(Clone, Debug)]
@@ -104,7 +103,7 @@ pub async fn run(
                 }
             }
             Err(error) => {
-                tracing::warn!(queue = %settings.queue_url, error = %DisplayErrorContext(&error), "receive failed; retrying in 1 s");
+                tracing::warn!(queue = %settings.queue_url, error = %describe(&error), "receive failed; retrying in 1 s");
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -232,7 +231,7 @@ pub async fn delete(client: &Client, queue_url: &str, messages: &[&Received]) ->
                     );
                 }
             }
-            Err(error) => tracing::warn!(queue = queue_url, error = %DisplayErrorContext(&error),
+            Err(error) => tracing::warn!(queue = queue_url, error = %describe(&error),
                 "messages could not be deleted; they will be redelivered as duplicates"),
         }
     }

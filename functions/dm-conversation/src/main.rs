@@ -4,6 +4,6 @@
 use realtime_mirror::Family;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    realtime_mirror::lambda::run(Family::DmConversation).await
+async fn main() -> std::process::ExitCode {
+    realtime_mirror::lambda::main(Family::DmConversation).await
 }

@@ -4,6 +4,6 @@
 use realtime_mirror::Family;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    realtime_mirror::lambda::run(Family::DmMessage).await
+async fn main() -> std::process::ExitCode {
+    realtime_mirror::lambda::main(Family::DmMessage).await
 }
