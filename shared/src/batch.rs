@@ -83,17 +83,21 @@ pub struct Summary {
     pub failures: Vec<Problem>,
 }
 
+/// The operator's exit codes (CONTRACT.md section 5): 0 when nothing was rejected or
+/// failed, 2 when something was rejected and nothing failed, 1 when anything failed.
+pub fn exit_code(rejected: usize, failed: usize) -> i32 {
+    if failed > 0 {
+        1
+    } else if rejected > 0 {
+        2
+    } else {
+        0
+    }
+}
+
 impl Summary {
-    /// 0 when nothing was rejected or failed, 2 when something was rejected and nothing
-    /// failed, 1 when anything failed.
     pub fn exit_code(&self) -> i32 {
-        if self.failed > 0 {
-            1
-        } else if self.rejected > 0 {
-            2
-        } else {
-            0
-        }
+        exit_code(self.rejected, self.failed)
     }
 }
 

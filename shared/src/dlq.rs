@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use crate::event::{sha256_hex, Event, Limits};
 use crate::publish::{event_type_attribute, group_id, is_fifo};
 use crate::queue::{
-    describe, ATTR_ERROR_KIND, ATTR_REASON, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE, SQS_BATCH,
+    describe, queue_arn, ATTR_ERROR_KIND, ATTR_REASON, ATTR_SOURCE_MESSAGE_ID, ATTR_SOURCE_QUEUE,
+    SQS_BATCH,
 };
 use crate::timestamp::Timestamp;
 
@@ -292,21 +293,9 @@ pub async fn replay_native(
     to: Option<&str>,
     rate: u32,
 ) -> Result<String, DlqError> {
-    let arn = |url: String| async move {
-        client
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .map_err(|e| sqs_error(&format!("reading the ARN of {url}"), e))?
-            .attributes()
-            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-            .ok_or_else(|| DlqError(format!("{url} has no QueueArn")))
-    };
-    let source = arn(dlq_url.to_string()).await?;
+    let source = queue_arn(client, dlq_url).await.map_err(DlqError)?;
     let destination = match to {
-        Some(url) => Some(arn(url.to_string()).await?),
+        Some(url) => Some(queue_arn(client, url).await.map_err(DlqError)?),
         None => None,
     };
     let response = client

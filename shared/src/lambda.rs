@@ -75,15 +75,7 @@ impl Function {
             .await;
         let mut latencies = Latencies::default();
         latencies.record(&outcome, &sent_at, Timestamp::now());
-        if let Some((p50, p95, max)) = latencies.summary() {
-            tracing::info!(
-                count = latencies.values().len(),
-                p50_ms = p50,
-                p95_ms = p95,
-                max_ms = max,
-                "sql_mirror_latency_ms (enqueue to commit)"
-            );
-        }
+        latencies.log();
         let dead_lettered: HashSet<String> = match &self.dead_letters {
             Some(dlq) => dlq
                 .send_rejections(&outcome, &bodies)

@@ -63,15 +63,9 @@ pub struct PublishSummary {
 }
 
 impl PublishSummary {
-    /// As `apply`: 0, 2 when something was rejected and nothing failed, 1 when anything failed.
+    /// As `apply`'s.
     pub fn exit_code(&self) -> i32 {
-        if self.failed > 0 {
-            1
-        } else if self.rejected > 0 {
-            2
-        } else {
-            0
-        }
+        crate::batch::exit_code(self.rejected, self.failed)
     }
 }
 

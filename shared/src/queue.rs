@@ -58,14 +58,24 @@ where
 /// Fails unless `url` names a queue this process can read: a worker with a wrong URL should
 /// stop at once with a clear reason, not poll an error forever.
 pub async fn check_queue(client: &Client, url: &str) -> Result<(), String> {
+    queue_arn(client, url).await.map(|_| ())
+}
+
+/// The ARN of the queue at `url`.
+pub async fn queue_arn(client: &Client, url: &str) -> Result<String, String> {
     client
         .get_queue_attributes()
         .queue_url(url)
         .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
         .send()
         .await
-        .map(|_| ())
-        .map_err(|e| format!("cannot use the queue {url:?}: {}", describe(&e)))
+        .map_err(|e| format!("cannot read the ARN of {url}: {}", describe(&e)))?
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .ok_or_else(|| format!("{url} has no QueueArn"))
 }
 
 /// A received message as a record, and what is needed to acknowledge it.
@@ -228,5 +238,18 @@ impl Latencies {
 
     pub fn clear(&mut self) {
         self.values.clear();
+    }
+
+    /// Logs `sql_mirror_latency_ms` p50 / p95 / max, when there is anything to log.
+    pub fn log(&self) {
+        if let Some((p50, p95, max)) = self.summary() {
+            tracing::info!(
+                count = self.values.len(),
+                p50_ms = p50,
+                p95_ms = p95,
+                max_ms = max,
+                "sql_mirror_latency_ms (enqueue to commit)"
+            );
+        }
     }
 }

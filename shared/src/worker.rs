@@ -121,15 +121,7 @@ pub async fn run(
 }
 
 fn report(latencies: &mut Latencies) {
-    if let Some((p50, p95, max)) = latencies.summary() {
-        tracing::info!(
-            count = latencies.values().len(),
-            p50_ms = p50,
-            p95_ms = p95,
-            max_ms = max,
-            "sql_mirror_latency_ms (enqueue to commit)"
-        );
-    }
+    latencies.log();
     latencies.clear();
 }
 

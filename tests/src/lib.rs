@@ -335,39 +335,19 @@ pub async fn create_queue(
 }
 
 pub async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> String {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
+    realtime_mirror::queue::queue_arn(client, url)
         .await
-        .expect("queue attributes")
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .expect("a queue ARN")
 }
 
 /// (visible, in flight) messages.
 pub async fn queue_depth(client: &aws_sdk_sqs::Client, url: &str) -> (u64, u64) {
-    use aws_sdk_sqs::types::QueueAttributeName;
-    let response = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::All)
-        .send()
+    let stats = realtime_mirror::dlq::stats(client, url)
         .await
         .expect("queue attributes");
-    let get = |name: QueueAttributeName| {
-        response
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
     (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        stats["messages"].as_u64().unwrap(),
+        stats["inFlight"].as_u64().unwrap(),
     )
 }
 

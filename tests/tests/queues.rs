@@ -37,6 +37,16 @@ async fn work_until_drained(processor: &Processor, settings: &WorkerSettings) ->
     worker::run(processor, &client, settings, stop).await
 }
 
+/// Everything (up to 100, fast) to `queue`.
+fn replay_to(queue: &str, dry_run: bool) -> ReplayOptions {
+    ReplayOptions {
+        to: Some(queue.to_string()),
+        max: 100,
+        rate: 500,
+        dry_run,
+    }
+}
+
 fn settings(family: Family, url: &str) -> WorkerSettings {
     WorkerSettings {
         wait_seconds: 1,
@@ -253,36 +263,18 @@ async fn with_the_database_down_records_are_redelivered_redriven_after_5_receive
 
     // Fixed: replay (the redrive policy records no source, so --to) and apply once.
     let mirror = Mirror::postgres().await;
-    let dry = dlq::replay(
-        &client,
-        &dead,
-        &ReplayOptions {
-            to: Some(queue.clone()),
-            max: 100,
-            rate: 500,
-            dry_run: true,
-        },
-    )
-    .await
-    .unwrap();
+    let dry = dlq::replay(&client, &dead, &replay_to(&queue, true))
+        .await
+        .unwrap();
     assert_eq!((dry.would_move, dry.moved), (7, 0));
     assert_eq!(
         queue_depth(&client, &dead).await,
         (7, 0),
         "a dry run releases what it looked at"
     );
-    let replayed = dlq::replay(
-        &client,
-        &dead,
-        &ReplayOptions {
-            to: Some(queue.clone()),
-            max: 100,
-            rate: 500,
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
+    let replayed = dlq::replay(&client, &dead, &replay_to(&queue, false))
+        .await
+        .unwrap();
     assert_eq!((replayed.moved, replayed.failed), (7, 0), "{replayed:?}");
     assert_eq!(queue_depth(&client, &dead).await, (0, 0));
     let totals = work_until_drained(&mirror.processor, &settings(Family::FollowEdge, &queue)).await;
