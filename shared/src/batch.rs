@@ -37,6 +37,7 @@ pub struct RecordOutcome {
     pub event_id: Option<String>,
     pub event_type: Option<String>,
     pub entity_id: Option<String>,
+    pub occurred_at: Option<Timestamp>,
     pub outcome: Outcome,
 }
 
@@ -47,6 +48,7 @@ impl RecordOutcome {
             event_id: None,
             event_type: None,
             entity_id: None,
+            occurred_at: None,
             outcome,
         }
     }
@@ -200,6 +202,7 @@ impl Processor {
                     outcome.event_id = Some(event.event_id.clone());
                     outcome.event_type = Some(event.event_type.to_string());
                     outcome.entity_id = Some(event.key.entity_id());
+                    outcome.occurred_at = event.occurred_at;
                     match route {
                         Route::Only(family) if event.family() != family => {
                             outcome.outcome = Outcome::Rejected(Rejection::Misrouted(format!(

@@ -235,6 +235,8 @@ pub struct Event {
     pub idempotency_key: String,
     pub source: String,
     pub attempt: Option<u32>,
+    /// When the change happened at the source (`occurredAt`, CloudEvents `time`).
+    pub occurred_at: Option<Timestamp>,
 }
 
 /// What parsing needs to know besides the body.
@@ -341,6 +343,7 @@ impl Event {
             idempotency_key,
             source: envelope.source.unwrap_or_else(|| "firestore".to_string()),
             attempt: envelope.attempt,
+            occurred_at: envelope.occurred_at,
         })
     }
 }

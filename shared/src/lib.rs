@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod event;
 pub mod inputs;
 pub mod lambda;
+pub mod metrics;
 pub mod publish;
 pub mod queue;
 pub mod rejection;

@@ -1,9 +1,56 @@
 //! One place that builds the log subscriber. Logs go to stderr (stdout carries command
-//! output); inside Lambda, or with `MIRROR_LOG_FORMAT=json`, as JSON lines. No payload
-//! content is ever a field of a log line: records are logged by message id, event id, event
-//! type and entity id only.
+//! output and EMF metrics); inside Lambda, or with `MIRROR_LOG_FORMAT=json`, as JSON lines
+//! whose `span` carries the record's message id, event id, event type and entity id.
+//!
+//! Message bodies are never logged, at any level: the mirror's own events name fields, never
+//! their content, and the crates that could print a request body at their verbose levels
+//! (the AWS SDK's HTTP stack: an SQS `SendMessage` to the dead-letter queue carries a body)
+//! are capped at `info` whatever `RUST_LOG` says.
 
-use tracing_subscriber::EnvFilter;
+use tracing::Subscriber;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+const CAPPED: [&str; 10] = [
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http",
+    "aws_sdk_sqs",
+    "aws_sdk_secretsmanager",
+    "aws_config",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+];
+
+fn caps() -> Targets {
+    CAPPED.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(*target, LevelFilter::INFO),
+    )
+}
+
+/// The subscriber, writing to `writer`: JSON lines or human-readable text.
+pub fn subscriber<W>(writer: W, json: bool, filter: EnvFilter) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let layer = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer().with_writer(writer).boxed()
+    };
+    Box::new(Registry::default().with(layer.with_filter(filter).with_filter(caps())))
+}
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -11,17 +58,6 @@ pub fn init() {
         .map(|f| f == "json")
         .unwrap_or(false)
         || std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     // A second initialisation (tests) keeps the first subscriber.
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = tracing::subscriber::set_global_default(subscriber(std::io::stderr, json, filter));
 }

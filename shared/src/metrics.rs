@@ -1,0 +1,138 @@
+//! CloudWatch metrics as Embedded Metric Format (EMF) documents on stdout: one per
+//! invocation, namespace `RealtimeMirror`, dimensions function and event family. CloudWatch
+//! Logs turns them into metrics; latencies go as lists of values so that CloudWatch computes
+//! the percentiles the alarms use.
+//! <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+
+use crate::batch::{BatchOutcome, Outcome};
+use crate::event::Family;
+use crate::timestamp::Timestamp;
+
+pub const NAMESPACE: &str = "RealtimeMirror";
+/// EMF allows at most 100 values per metric in one document.
+pub const MAX_VALUES: usize = 100;
+
+/// What one invocation measured.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InvocationMetrics {
+    pub function: String,
+    pub event_family: String,
+    /// Enqueue (`SentTimestamp`) → commit, per applied record.
+    pub sql_mirror_latency_ms: Vec<f64>,
+    /// `occurredAt` → commit, per applied record.
+    pub source_to_commit_ms: Vec<f64>,
+    pub applied: usize,
+    pub duplicate: usize,
+    pub stale: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub batch_size: usize,
+    pub cold_start: bool,
+}
+
+impl InvocationMetrics {
+    pub fn measure(
+        family: Family,
+        outcome: &BatchOutcome,
+        sent_at_millis: &HashMap<String, i64>,
+        committed_at: Timestamp,
+        cold_start: bool,
+    ) -> Self {
+        let committed = committed_at.as_datetime();
+        let mut m = InvocationMetrics {
+            function: family.function_name().to_string(),
+            event_family: family.type_prefix().to_string(),
+            batch_size: outcome.records.len(),
+            cold_start,
+            ..InvocationMetrics::default()
+        };
+        for r in &outcome.records {
+            match &r.outcome {
+                Outcome::Applied => {
+                    m.applied += 1;
+                    if let Some(sent) = sent_at_millis.get(&r.message_id) {
+                        m.sql_mirror_latency_ms
+                            .push((committed.timestamp_millis() - sent).max(0) as f64);
+                    }
+                    if let Some(at) = r.occurred_at {
+                        let micros = (committed - at.as_datetime())
+                            .num_microseconds()
+                            .unwrap_or(i64::MAX);
+                        m.source_to_commit_ms.push(micros.max(0) as f64 / 1000.0);
+                    }
+                }
+                Outcome::Duplicate => m.duplicate += 1,
+                Outcome::Stale => m.stale += 1,
+                Outcome::Rejected(_) => m.rejected += 1,
+                Outcome::Failed(_) => m.failed += 1,
+            }
+        }
+        m
+    }
+
+    /// The EMF documents: one, unless a latency list holds more than [`MAX_VALUES`] values,
+    /// in which case the rest follow in further documents carrying only the latencies.
+    pub fn documents(&self, timestamp_millis: i64) -> Vec<Value> {
+        let latency_chunks = |values: &[f64]| -> Vec<Vec<f64>> {
+            values.chunks(MAX_VALUES).map(<[f64]>::to_vec).collect()
+        };
+        let sql = latency_chunks(&self.sql_mirror_latency_ms);
+        let source = latency_chunks(&self.source_to_commit_ms);
+        let documents = sql.len().max(source.len()).max(1);
+        (0..documents)
+            .map(|i| {
+                let mut metrics: Vec<(&str, &str, Value)> = Vec::new();
+                if let Some(values) = sql.get(i) {
+                    metrics.push(("sql_mirror_latency_ms", "Milliseconds", json!(values)));
+                }
+                if let Some(values) = source.get(i) {
+                    metrics.push(("source_to_commit_ms", "Milliseconds", json!(values)));
+                }
+                if i == 0 {
+                    for (name, value) in [
+                        ("applied", self.applied),
+                        ("duplicate", self.duplicate),
+                        ("stale", self.stale),
+                        ("rejected", self.rejected),
+                        ("failed", self.failed),
+                        ("batch_size", self.batch_size),
+                        ("cold_start", self.cold_start as usize),
+                    ] {
+                        metrics.push((name, "Count", json!(value)));
+                    }
+                }
+                let mut document = Map::new();
+                document.insert(
+                    "_aws".into(),
+                    json!({
+                        "Timestamp": timestamp_millis,
+                        "CloudWatchMetrics": [{
+                            "Namespace": NAMESPACE,
+                            "Dimensions": [["Function", "EventFamily"]],
+                            "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
+                        }],
+                    }),
+                );
+                document.insert("Function".into(), json!(self.function));
+                document.insert("EventFamily".into(), json!(self.event_family));
+                for (name, _, value) in metrics {
+                    document.insert(name.into(), value);
+                }
+                Value::Object(document)
+            })
+            .collect()
+    }
+
+    /// Writes the documents, one JSON line each.
+    pub fn write(&self, timestamp_millis: i64, out: &mut impl Write) -> std::io::Result<()> {
+        for document in self.documents(timestamp_millis) {
+            writeln!(out, "{document}")?;
+        }
+        out.flush()
+    }
+}

@@ -1,0 +1,113 @@
+"""Key properties of template.yaml, so that a careless edit fails a test.
+
+Run by scripts/test with the project's .venv (cfn-lint's decoder reads the intrinsic
+functions): .venv/bin/python -m unittest discover -s tests/template -v
+"""
+
+import pathlib
+import re
+import unittest
+
+from cfnlint.decode import decode
+
+TEMPLATE = pathlib.Path(__file__).resolve().parents[2] / "template.yaml"
+FAMILIES = {"DmMessage": "dm-message", "DmConversation": "dm-conversation", "FollowEdge": "follow-edge"}
+
+
+def load():
+    template, matches = decode(str(TEMPLATE))
+    assert not matches, matches
+    return template
+
+
+class Template(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.t = load()
+        cls.r = cls.t["Resources"]
+        cls.globals = cls.t["Globals"]["Function"]
+
+    def function(self, family):
+        return self.r[f"{family}Function"]
+
+    def test_each_family_has_a_queue_a_dead_letter_queue_and_a_function(self):
+        for family, binary in FAMILIES.items():
+            self.assertEqual(self.r[f"{family}Queue"]["Type"], "AWS::SQS::Queue")
+            self.assertEqual(self.r[f"{family}DeadLetterQueue"]["Type"], "AWS::SQS::Queue")
+            fn = self.function(family)
+            self.assertEqual(fn["Type"], "AWS::Serverless::Function")
+            self.assertEqual(fn["Metadata"]["BuildMethod"], "rust-cargolambda")
+            self.assertEqual(fn["Metadata"]["BuildProperties"]["Binary"], binary)
+        self.assertEqual(self.globals["Runtime"], "provided.al2023")
+        self.assertEqual(self.globals["Handler"], "bootstrap")
+
+    def test_redrive_to_the_dead_letter_queue_after_5_receives(self):
+        for family in FAMILIES:
+            redrive = self.r[f"{family}Queue"]["Properties"]["RedrivePolicy"]
+            self.assertEqual(redrive["maxReceiveCount"], 5)
+            self.assertEqual(redrive["deadLetterTargetArn"], {"Fn::GetAtt": [f"{family}DeadLetterQueue", "Arn"]})
+
+    def test_visibility_timeout_is_at_least_six_function_timeouts(self):
+        for family in FAMILIES:
+            timeout = self.function(family)["Properties"].get("Timeout", self.globals["Timeout"])
+            self.assertGreaterEqual(self.r[f"{family}Queue"]["Properties"]["VisibilityTimeout"], 6 * timeout)
+
+    def test_queues_are_encrypted_and_dead_letters_kept_14_days(self):
+        for family in FAMILIES:
+            for name in (f"{family}Queue", f"{family}DeadLetterQueue"):
+                self.assertIs(self.r[name]["Properties"]["SqsManagedSseEnabled"], True, name)
+            self.assertEqual(self.r[f"{family}DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"], 14 * 24 * 3600)
+
+    def test_queue_events_report_batch_item_failures_under_a_concurrency_cap(self):
+        for family in FAMILIES:
+            event = self.function(family)["Properties"]["Events"]["Queue"]
+            self.assertEqual(event["Type"], "SQS")
+            props = event["Properties"]
+            self.assertEqual(props["Queue"], {"Fn::GetAtt": [f"{family}Queue", "Arn"]})
+            self.assertEqual(props["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+            self.assertEqual(props["ScalingConfig"]["MaximumConcurrency"], {"Ref": "MaximumConcurrency"})
+            self.assertEqual(props["Enabled"], {"Fn::If": ["MirrorOn", True, False]})
+        self.assertEqual(self.t["Parameters"]["MaximumConcurrency"]["Default"], 5)
+
+    def test_each_function_may_read_only_its_queue_send_only_to_its_dlq_and_read_only_its_secret(self):
+        for family in FAMILIES:
+            policies = self.function(family)["Properties"]["Policies"]
+            self.assertEqual(policies, [
+                {"SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": [f"{family}Queue", "QueueName"]}}},
+                {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": [f"{family}DeadLetterQueue", "QueueName"]}}},
+                {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DatabaseSecretArn"}}},
+            ])
+
+    def test_credentials_come_from_secrets_manager_never_from_the_template(self):
+        variables = dict(self.globals["Environment"]["Variables"])
+        for family in FAMILIES:
+            variables.update(self.function(family)["Properties"]["Environment"]["Variables"])
+        self.assertEqual(variables["DATABASE_SECRET_ARN"], {"Ref": "DatabaseSecretArn"})
+        self.assertNotIn("DATABASE_URL", variables)
+        # No URL with user:password@, no password value anywhere.
+        text = TEMPLATE.read_text()
+        self.assertIsNone(re.search(r"://[^\s/@]+:[^\s/@]+@", text), "a URL with credentials")
+        self.assertIsNone(re.search(r"(?i)password\s*[:=]\s*\S", text), "a password value")
+
+    def test_alarms_cover_p95_latency_backlog_and_dead_letters(self):
+        for family, binary in FAMILIES.items():
+            latency = self.r[f"{family}LatencyAlarm"]["Properties"]
+            self.assertEqual((latency["Namespace"], latency["MetricName"]), ("RealtimeMirror", "sql_mirror_latency_ms"))
+            self.assertEqual(latency["ExtendedStatistic"], "p95")
+            self.assertEqual(latency["Threshold"], 250)
+            self.assertEqual(latency["Period"] * latency["EvaluationPeriods"], 15 * 60)
+            self.assertEqual(latency["Dimensions"][0], {"Name": "Function", "Value": binary})
+            backlog = self.r[f"{family}BacklogAlarm"]["Properties"]
+            self.assertEqual((backlog["MetricName"], backlog["Threshold"]), ("ApproximateNumberOfMessagesVisible", 1000))
+            dead = self.r[f"{family}DeadLetterAlarm"]["Properties"]
+            self.assertEqual(dead["Dimensions"][0]["Value"], {"Fn::GetAtt": [f"{family}DeadLetterQueue", "QueueName"]})
+            self.assertEqual((dead["Threshold"], dead["ComparisonOperator"]), (0, "GreaterThanThreshold"))
+
+    def test_outputs_give_every_queue_url(self):
+        for family in FAMILIES:
+            self.assertEqual(self.t["Outputs"][f"{family}QueueUrl"]["Value"], {"Ref": f"{family}Queue"})
+            self.assertEqual(self.t["Outputs"][f"{family}DeadLetterQueueUrl"]["Value"], {"Ref": f"{family}DeadLetterQueue"})
+
+
+if __name__ == "__main__":
+    unittest.main()
