@@ -171,7 +171,7 @@ impl Processor {
             store.migrate().await?;
         }
         tracing::info!(
-            database = %config.database_url,
+            database = %config.database_secret_arn.as_deref().map(|arn| format!("secret {arn}")).unwrap_or_else(|| config.database_url.to_string()),
             dialect = store.dialect(),
             max_connections = store.max_connections(),
             "store ready"

@@ -66,6 +66,12 @@ pub struct Config {
     pub db_timeout: Duration,
     /// `MIRROR_MIGRATE`, default true: run the embedded migrations when the process starts.
     pub migrate_on_start: bool,
+    /// `DATABASE_SECRET_ARN`: read the PostgreSQL credentials from this Secrets Manager
+    /// secret at cold start (it takes precedence over `DATABASE_URL`).
+    pub database_secret_arn: Option<String>,
+    /// `MIRROR_STATEMENT_CACHE`, default true: cache prepared statements per connection.
+    /// Off behind RDS Proxy, where named prepared statements pin sessions.
+    pub statement_cache: bool,
 }
 
 impl Default for Config {
@@ -77,6 +83,8 @@ impl Default for Config {
             chunk_size: 500,
             db_timeout: Duration::from_secs(10),
             migrate_on_start: true,
+            database_secret_arn: None,
+            statement_cache: true,
         }
     }
 }
@@ -110,18 +118,34 @@ impl Config {
                 None => defaults.db_timeout,
                 Some(v) => duration("MIRROR_DB_TIMEOUT", &v)?,
             },
-            migrate_on_start: match get("MIRROR_MIGRATE").as_deref() {
-                None => defaults.migrate_on_start,
-                Some("true" | "1" | "yes") => true,
-                Some("false" | "0" | "no") => false,
-                Some(other) => {
-                    return Err(ConfigError {
-                        variable: "MIRROR_MIGRATE",
-                        problem: format!("is {other:?}; expected true or false"),
-                    })
-                }
-            },
+            migrate_on_start: boolean(
+                "MIRROR_MIGRATE",
+                get("MIRROR_MIGRATE"),
+                defaults.migrate_on_start,
+            )?,
+            database_secret_arn: get("DATABASE_SECRET_ARN"),
+            statement_cache: boolean(
+                "MIRROR_STATEMENT_CACHE",
+                get("MIRROR_STATEMENT_CACHE"),
+                defaults.statement_cache,
+            )?,
         })
+    }
+}
+
+fn boolean(
+    variable: &'static str,
+    value: Option<String>,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some("false" | "0" | "no") => Ok(false),
+        Some(other) => Err(ConfigError {
+            variable,
+            problem: format!("is {other:?}; expected true or false"),
+        }),
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod config;
+pub mod credentials;
 pub mod dlq;
 pub mod envelope;
 pub mod event;

@@ -96,21 +96,15 @@ impl Mirror {
     }
 
     pub async fn postgres_with(config: Config) -> Mirror {
+        let schema = new_schema().await;
+        let options = PgConnectOptions::from_str(&test_database_url()).expect("a PostgreSQL URL");
+        Mirror::postgres_in(options, &schema, config).await
+    }
+
+    /// A mirror in `schema` (which exists) of the database `options` reach.
+    pub async fn postgres_in(options: PgConnectOptions, schema: &str, config: Config) -> Mirror {
         let admin_url = test_database_url();
-        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
-            panic!(
-                "PostgreSQL is not reachable at {admin_url}: {e}. Run the tests with scripts/test, \
-                 which starts it (pg_ctlcluster … main start), or set TEST_DATABASE_URL."
-            )
-        });
-        let schema = unique("rm_test");
-        sqlx::query(&format!("CREATE SCHEMA {schema}"))
-            .execute(&mut admin)
-            .await
-            .expect("CREATE SCHEMA");
-        let options = PgConnectOptions::from_str(&admin_url)
-            .expect("a PostgreSQL URL")
-            .options([("search_path", schema.as_str())]);
+        let options = options.options([("search_path", schema)]);
         let store = Store::postgres(options, &config);
         store.migrate().await.expect("PostgreSQL migrates");
         let separator = if admin_url.contains('?') { '&' } else { '?' };
@@ -126,7 +120,7 @@ impl Mirror {
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self.store(), Store::Postgres(_))
+        matches!(self.store(), Store::Postgres(..))
     }
 
     /// Applies envelopes as one batch of records `r0`, `r1`, … (no receive count).
@@ -199,7 +193,7 @@ impl Mirror {
     /// Runs dialect-specific SQL on this mirror.
     pub async fn execute(&self, postgres: &str, sqlite: &str) {
         match self.store() {
-            Store::Postgres(pool) => sqlx::raw_sql(postgres).execute(pool).await.map(|_| ()),
+            Store::Postgres(pool, _) => sqlx::raw_sql(postgres).execute(pool).await.map(|_| ()),
             Store::Sqlite(pool) => sqlx::raw_sql(sqlite).execute(pool).await.map(|_| ()),
         }
         .expect("test SQL runs");
@@ -387,4 +381,34 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         assert!(status.success(), "building {name}");
     }
     path
+}
+
+/// A Secrets Manager client for the test server (moto serves it beside SQS).
+pub fn secrets() -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(aws_sdk_secretsmanager::config::BehaviorVersion::latest())
+        .endpoint_url(sqs_endpoint())
+        .region(aws_sdk_secretsmanager::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_secretsmanager::config::Credentials::new(
+            "local", "local", None, None, "static",
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
+}
+
+/// A fresh, empty schema in the test database; its name.
+pub async fn new_schema() -> String {
+    let admin_url = test_database_url();
+    let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {admin_url}: {e}. Run the tests with scripts/test, \
+             which starts it (pg_ctlcluster … main start), or set TEST_DATABASE_URL."
+        )
+    });
+    let schema = unique("rm_test");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("CREATE SCHEMA");
+    schema
 }

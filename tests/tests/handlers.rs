@@ -146,7 +146,7 @@ async fn one_process_never_holds_more_than_max_connections() {
         .collect();
     let summary = m.apply(&events).await.summary();
     assert_eq!(summary.applied, 60);
-    let Store::Postgres(pool) = m.store() else {
+    let Store::Postgres(pool, _) = m.store() else {
         unreachable!()
     };
     assert!(pool.size() <= 2, "pool opened {} connections", pool.size());

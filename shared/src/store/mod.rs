@@ -112,9 +112,18 @@ pub enum Written {
     Stale,
 }
 
+/// Whether PostgreSQL statements are prepared once per connection and reused, or sent as
+/// unnamed statements (`MIRROR_STATEMENT_CACHE=false`): RDS Proxy pins a session to its
+/// client for as long as the session holds a named prepared statement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PreparedStatements {
+    Cached,
+    Unnamed,
+}
+
 #[derive(Clone, Debug)]
 pub enum Store {
-    Postgres(PgPool),
+    Postgres(PgPool, PreparedStatements),
     Sqlite(SqlitePool),
 }
 
@@ -122,6 +131,13 @@ impl Store {
     /// Builds the pool once per process. PostgreSQL connects lazily, so a cold start with the
     /// database down still answers (with retryable failures) instead of crashing.
     pub async fn connect(config: &Config) -> Result<Store, StoreError> {
+        if let Some(arn) = &config.database_secret_arn {
+            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            let options =
+                crate::credentials::fetch_secret(&aws_sdk_secretsmanager::Client::new(&aws), arn)
+                    .await?;
+            return Store::postgres_checked(options, config);
+        }
         let url = config.database_url.expose();
         if DatabaseUrl::is_sqlite(url) {
             let options = SqliteConnectOptions::from_str(url)
@@ -131,16 +147,36 @@ impl Store {
             let options = PgConnectOptions::from_str(url).map_err(|e| {
                 StoreError::Other(format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
             })?;
-            Ok(Store::postgres(options, config))
+            Store::postgres_checked(options, config)
         }
     }
 
+    /// A PostgreSQL store after the deployment rules: TLS off loopback, and the statement
+    /// cache as configured.
+    pub fn postgres_checked(
+        options: PgConnectOptions,
+        config: &Config,
+    ) -> Result<Store, StoreError> {
+        Ok(Store::postgres(
+            crate::credentials::require_tls_off_loopback(options)?,
+            config,
+        ))
+    }
+
     pub fn postgres(options: PgConnectOptions, config: &Config) -> Store {
+        let (options, statements) = if config.statement_cache {
+            (options, PreparedStatements::Cached)
+        } else {
+            (
+                options.statement_cache_capacity(0),
+                PreparedStatements::Unnamed,
+            )
+        };
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.db_timeout)
             .connect_lazy_with(options);
-        Store::Postgres(pool)
+        Store::Postgres(pool, statements)
     }
 
     /// SQLite allows one writer at a time, so the pool holds one connection whatever the cap;
@@ -169,7 +205,7 @@ impl Store {
 
     pub fn dialect(&self) -> &'static str {
         match self {
-            Store::Postgres(_) => "postgres",
+            Store::Postgres(..) => "postgres",
             Store::Sqlite(_) => "sqlite",
         }
     }
@@ -177,7 +213,7 @@ impl Store {
     /// The most connections (and so statements in flight) this process will hold.
     pub fn max_connections(&self) -> u32 {
         match self {
-            Store::Postgres(pool) => pool.options().get_max_connections(),
+            Store::Postgres(pool, _) => pool.options().get_max_connections(),
             Store::Sqlite(pool) => pool.options().get_max_connections(),
         }
     }
@@ -185,7 +221,15 @@ impl Store {
     /// Creates or upgrades the schema (migrations are embedded in the binary).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
-            Store::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+            Store::Postgres(pool, _) => {
+                // On a connection of its own that is closed afterwards: the migrator's named
+                // prepared statements must not stay on a pooled connection (RDS Proxy pins).
+                let mut connection = pool.acquire().await?;
+                sqlx::migrate!("../migrations/postgres")
+                    .run(&mut *connection)
+                    .await?;
+                connection.close().await?;
+            }
             Store::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
         }
         Ok(())
@@ -198,9 +242,10 @@ impl Store {
             return Ok(Vec::new());
         }
         match self {
-            Store::Postgres(pool) => {
+            Store::Postgres(pool, statements) => {
                 let mut tx = pool.begin().await?;
-                let written = apply_in(&mut Tx::Postgres(&mut tx), chunk).await?;
+                let persistent = *statements == PreparedStatements::Cached;
+                let written = apply_in(&mut Tx::Postgres(&mut tx, persistent), chunk).await?;
                 tx.commit().await?;
                 Ok(written)
             }
@@ -221,7 +266,7 @@ impl Store {
         let mut snapshot = Snapshot::default();
         for table in &TABLES {
             let rows = match self {
-                Store::Postgres(pool) => postgres::dump(pool, table).await?,
+                Store::Postgres(pool, _) => postgres::dump(pool, table).await?,
                 Store::Sqlite(pool) => sqlite::dump(pool, table).await?,
             };
             snapshot.tables.insert(table.name.to_string(), rows);
@@ -232,14 +277,15 @@ impl Store {
 
 /// One open transaction of either dialect; each method is one set-based statement.
 enum Tx<'t> {
-    Postgres(&'t mut PgConnection),
+    /// With whether statements are named (cached) or unnamed.
+    Postgres(&'t mut PgConnection, bool),
     Sqlite(&'t mut SqliteConnection),
 }
 
 macro_rules! dispatch {
     ($tx:expr, $f:ident ( $($arg:expr),* )) => {
         match $tx {
-            Tx::Postgres(c) => postgres::$f(c, $($arg),*).await,
+            Tx::Postgres(c, persistent) => postgres::$f(c, *persistent, $($arg),*).await,
             Tx::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
         }
     };

@@ -31,11 +31,13 @@ fn rank(
 
 pub(super) async fn applied_keys(
     c: &mut PgConnection,
+    persistent: bool,
     keys: &[&str],
 ) -> Result<HashSet<String>, StoreError> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT idempotency_key FROM mirror_applied_events WHERE idempotency_key = ANY($1)",
     )
+    .persistent(persistent)
     .bind(keys)
     .fetch_all(c)
     .await?;
@@ -44,6 +46,7 @@ pub(super) async fn applied_keys(
 
 pub(super) async fn record_applied(
     c: &mut PgConnection,
+    persistent: bool,
     events: &[&Event],
     at: Timestamp,
 ) -> Result<(), StoreError> {
@@ -58,7 +61,7 @@ pub(super) async fn record_applied(
         "INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
          SELECT k, t, e, i, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(k, t, e, i)
          ON CONFLICT (idempotency_key) DO NOTHING",
-    )
+    ).persistent(persistent)
     .bind(&keys)
     .bind(&types)
     .bind(&entities)
@@ -71,6 +74,7 @@ pub(super) async fn record_applied(
 
 pub(super) async fn lock_conversations(
     c: &mut PgConnection,
+    persistent: bool,
     ids: &[String],
     at: Timestamp,
 ) -> Result<(), StoreError> {
@@ -82,6 +86,7 @@ pub(super) async fn lock_conversations(
          SELECT id, 'derived', $2 FROM UNNEST($1::text[]) AS u(id)
          ON CONFLICT (conversation_id) DO NOTHING",
     )
+    .persistent(persistent)
     .bind(ids)
     .bind(at.as_datetime())
     .execute(&mut *c)
@@ -90,6 +95,7 @@ pub(super) async fn lock_conversations(
         "SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
          ORDER BY conversation_id FOR UPDATE",
     )
+    .persistent(persistent)
     .bind(ids)
     .fetch_all(c)
     .await?;
@@ -99,6 +105,7 @@ pub(super) async fn lock_conversations(
 /// `recipient_id` is derived in the same statement from the (locked) conversation row.
 pub(super) async fn upsert_messages(
     c: &mut PgConnection,
+    persistent: bool,
     rows: &[MessageRow<'_>],
     at: Timestamp,
 ) -> Result<HashSet<EntityKey>, StoreError> {
@@ -133,6 +140,7 @@ pub(super) async fn upsert_messages(
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.conversation_id, t.message_id",
     )
+    .persistent(persistent)
     .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.message_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.author_id).collect::<Vec<_>>())
@@ -172,6 +180,7 @@ pub(super) async fn upsert_messages(
 /// A stub (no version yet) is overwritten by any event; otherwise only a greater rank wins.
 pub(super) async fn upsert_conversations(
     c: &mut PgConnection,
+    persistent: bool,
     rows: &[ConversationRow<'_>],
     at: Timestamp,
 ) -> Result<HashSet<EntityKey>, StoreError> {
@@ -217,6 +226,7 @@ pub(super) async fn upsert_conversations(
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.conversation_id",
     )
+    .persistent(persistent)
     .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.owner_id).collect::<Vec<_>>())
     .bind(
@@ -284,6 +294,7 @@ pub(super) async fn upsert_conversations(
 
 pub(super) async fn upsert_follow_edges(
     c: &mut PgConnection,
+    persistent: bool,
     rows: &[FollowEdgeRow<'_>],
     at: Timestamp,
 ) -> Result<HashSet<EntityKey>, StoreError> {
@@ -308,6 +319,7 @@ pub(super) async fn upsert_follow_edges(
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.user_id, t.target_id",
     )
+    .persistent(persistent)
     .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.target_id).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.edge_type).collect::<Vec<_>>())
@@ -343,6 +355,7 @@ pub(super) async fn upsert_follow_edges(
 /// may have changed.
 pub(super) async fn refresh_recipients(
     c: &mut PgConnection,
+    persistent: bool,
     ids: &[String],
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
@@ -359,6 +372,7 @@ pub(super) async fn refresh_recipients(
          WHERE m.conversation_id = r.conversation_id AND m.message_id = r.message_id
            AND m.recipient_id IS DISTINCT FROM r.recipient_id",
     )
+    .persistent(persistent)
     .bind(ids)
     .execute(c)
     .await?;
@@ -370,6 +384,7 @@ pub(super) async fn refresh_recipients(
 /// tombstone.
 pub(super) async fn refresh_conversations(
     c: &mut PgConnection,
+    persistent: bool,
     ids: &[String],
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
@@ -403,7 +418,7 @@ pub(super) async fn refresh_conversations(
                                     ELSE c.doc_last_message_author_id END
          FROM newest n
          WHERE c.conversation_id = n.id",
-    )
+    ).persistent(persistent)
     .bind(ids)
     .execute(c)
     .await?;
@@ -412,6 +427,7 @@ pub(super) async fn refresh_conversations(
 
 pub(super) async fn current_ranks(
     c: &mut PgConnection,
+    persistent: bool,
     family: Family,
     keys: &[&EntityKey],
 ) -> Result<HashMap<EntityKey, Rank>, StoreError> {
@@ -435,6 +451,7 @@ pub(super) async fn current_ranks(
         }
     };
     let rows: Vec<(String, String, DateTime<Utc>, bool, String)> = sqlx::query_as(sql)
+        .persistent(persistent)
         .bind(&first)
         .bind(&second)
         .fetch_all(c)
@@ -492,7 +509,8 @@ pub(super) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, Sto
         table.name,
         table.key.join(", ")
     );
-    let rows = sqlx::query(&sql).fetch_all(pool).await?;
+    // Run rarely and built at run time: never worth a named statement.
+    let rows = sqlx::query(&sql).persistent(false).fetch_all(pool).await?;
     rows.iter()
         .map(|row| {
             let text: String = row.try_get(0)?;

@@ -1,0 +1,173 @@
+//! How the functions reach PostgreSQL: a URL for local use (`DATABASE_URL`), or in AWS a
+//! Secrets Manager secret read once at cold start (`DATABASE_SECRET_ARN`), so that no
+//! credential sits in code, the template or a plain environment value. Whatever the source,
+//! a database off the loopback interface is reached over TLS only.
+
+use std::str::FromStr;
+
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+use crate::store::StoreError;
+
+/// Options from a secret string: the RDS JSON form (`username`, `password`, `host`, `port`,
+/// `dbname`) or a `postgres://` URL. Errors name the missing field, never a value.
+pub fn options_from_secret(secret: &str) -> Result<PgConnectOptions, StoreError> {
+    let secret = secret.trim();
+    let invalid = |why: &str| StoreError::Other(format!("the database secret {why}"));
+    if secret.starts_with("postgres://") || secret.starts_with("postgresql://") {
+        return PgConnectOptions::from_str(secret)
+            .map_err(|_| invalid("is not a valid postgres:// URL"));
+    }
+    let fields: Value = serde_json::from_str(secret).map_err(|_| {
+        invalid(
+            "is neither a postgres:// URL nor JSON with username, password, host, port and dbname",
+        )
+    })?;
+    let text = |name: &str| fields.get(name).and_then(Value::as_str);
+    if let Some(engine) = text("engine") {
+        if !engine.starts_with("postgres") && engine != "aurora-postgresql" {
+            return Err(invalid(&format!(
+                "is for engine {engine:?}, not PostgreSQL"
+            )));
+        }
+    }
+    let required =
+        |name: &'static str| text(name).ok_or_else(|| invalid(&format!("has no {name:?} string")));
+    let port = match fields.get("port") {
+        None => 5432,
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| invalid("has a port out of range"))?,
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| invalid("has a port that is not a number"))?,
+        Some(_) => return Err(invalid("has a port that is not a number")),
+    };
+    let mut options = PgConnectOptions::new_without_pgpass()
+        .host(required("host")?)
+        .port(port)
+        .username(required("username")?)
+        .password(required("password")?);
+    if let Some(database) = text("dbname").or_else(|| text("database")) {
+        options = options.database(database);
+    }
+    Ok(options)
+}
+
+/// Reads the secret (at cold start; the pool keeps the connections it opens).
+pub async fn fetch_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: &str,
+) -> Result<PgConnectOptions, StoreError> {
+    let response = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            let detail = aws_sdk_secretsmanager::error::ProvideErrorMetadata::message(&e)
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string()
+                });
+            StoreError::Unavailable(format!("cannot read the database secret {arn}: {detail}"))
+        })?;
+    let secret = response.secret_string().ok_or_else(|| {
+        StoreError::Other(format!("the database secret {arn} has no SecretString"))
+    })?;
+    options_from_secret(secret)
+}
+
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// TLS for every database off the loopback interface: the default `prefer` becomes
+/// `require`; an explicit `disable` or `allow` is refused. `verify-ca` / `verify-full` (with
+/// `sslrootcert` or `PGSSLROOTCERT`, e.g. the RDS CA bundle) are kept.
+pub fn require_tls_off_loopback(options: PgConnectOptions) -> Result<PgConnectOptions, StoreError> {
+    if options.get_socket().is_some() || is_loopback(options.get_host()) {
+        return Ok(options);
+    }
+    match options.get_ssl_mode() {
+        PgSslMode::Prefer => Ok(options.ssl_mode(PgSslMode::Require)),
+        PgSslMode::Disable | PgSslMode::Allow => Err(StoreError::Other(format!(
+            "TLS is required for the database at {}: remove sslmode=disable/allow (use require, verify-ca or verify-full)",
+            options.get_host()
+        ))),
+        _ => Ok(options),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_database_is_reached_over_tls_only() {
+        let remote = PgConnectOptions::from_str("postgres://u:p@db.example.com/app").unwrap();
+        assert!(matches!(
+            require_tls_off_loopback(remote).unwrap().get_ssl_mode(),
+            PgSslMode::Require
+        ));
+        let refused =
+            PgConnectOptions::from_str("postgres://u:p@10.0.0.5/app?sslmode=disable").unwrap();
+        let error = require_tls_off_loopback(refused).unwrap_err().to_string();
+        assert!(
+            error.contains("TLS is required") && !error.contains(":p@"),
+            "{error}"
+        );
+        let full =
+            PgConnectOptions::from_str("postgres://u:p@db.example.com/app?sslmode=verify-full")
+                .unwrap();
+        assert!(matches!(
+            require_tls_off_loopback(full).unwrap().get_ssl_mode(),
+            PgSslMode::VerifyFull
+        ));
+        let local =
+            PgConnectOptions::from_str("postgres://u@127.0.0.1/app?sslmode=disable").unwrap();
+        assert!(matches!(
+            require_tls_off_loopback(local).unwrap().get_ssl_mode(),
+            PgSslMode::Disable
+        ));
+    }
+
+    #[test]
+    fn secrets_in_the_rds_json_form_or_as_a_url_are_understood() {
+        let json = r#"{"engine":"postgres","username":"mirror","password":"s3cret!","host":"db.internal","port":5433,"dbname":"app"}"#;
+        let options = options_from_secret(json).unwrap();
+        assert_eq!(
+            (
+                options.get_host(),
+                options.get_port(),
+                options.get_username(),
+                options.get_database()
+            ),
+            ("db.internal", 5433, "mirror", Some("app"))
+        );
+        let url = options_from_secret("postgres://mirror:s3cret!@db.internal:5432/app").unwrap();
+        assert_eq!(url.get_host(), "db.internal");
+        let missing =
+            options_from_secret(r#"{"username":"mirror","password":"s3cret!","host":"h"}"#);
+        assert!(missing.is_ok(), "port and dbname have defaults");
+        let error = options_from_secret(r#"{"username":"mirror","host":"h","password":7}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"password\""), "{error}");
+        let mysql =
+            options_from_secret(r#"{"engine":"mysql","username":"u","password":"p","host":"h"}"#)
+                .unwrap_err();
+        assert!(mysql.to_string().contains("mysql"));
+        assert!(!options_from_secret("not json at all s3cret!")
+            .unwrap_err()
+            .to_string()
+            .contains("s3cret"));
+    }
+}

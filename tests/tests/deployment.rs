@@ -1,0 +1,170 @@
+//! What a deployed function relies on: database credentials read from Secrets Manager at
+//! cold start (never a plain environment value), and the statement cache switch for RDS Proxy.
+
+use std::time::Duration;
+
+use mirror_tests::realtime_mirror::config::Config;
+use mirror_tests::realtime_mirror::credentials::fetch_secret;
+use mirror_tests::realtime_mirror::Store;
+use mirror_tests::{
+    create_queue, follow, new_schema, queue_depth, secrets, sqs, sqs_env, test_database_url,
+    workspace_binary, Mirror,
+};
+use serde_json::json;
+use sqlx::postgres::PgConnectOptions;
+
+async fn create_secret(value: String) -> String {
+    let name = format!(
+        "mirror-db-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    secrets()
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create the secret")
+        .arn()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn credentials_in_the_rds_json_form_are_read_from_secrets_manager() {
+    let test: PgConnectOptions = test_database_url().parse().unwrap();
+    let arn = create_secret(json!({
+        "engine": "postgres", "username": test.get_username(), "password": "unused-with-trust-auth",
+        "host": test.get_host(), "port": test.get_port(), "dbname": test.get_database(),
+    }).to_string()).await;
+    let options = fetch_secret(&secrets(), &arn)
+        .await
+        .expect("the secret resolves");
+    let schema = new_schema().await;
+    let mirror = Mirror::postgres_in(options, &schema, Config::default()).await;
+    assert_eq!(
+        mirror
+            .apply(&[follow("u1", "u2", "2025-10-08T12:00:00Z")])
+            .await
+            .summary()
+            .applied,
+        1
+    );
+    assert_eq!(mirror.rows("follow_edges").await.len(), 1);
+
+    let missing = fetch_secret(
+        &secrets(),
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        missing
+            .to_string()
+            .contains("cannot read the database secret"),
+        "{missing}"
+    );
+}
+
+/// The function binary's own cold start: DATABASE_SECRET_ARN, no DATABASE_URL.
+#[tokio::test]
+async fn a_function_started_with_only_a_secret_arn_reaches_the_database() {
+    let schema = new_schema().await;
+    let separator = if test_database_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let arn = create_secret(format!(
+        "{}{separator}options=-c%20search_path%3D{schema}",
+        test_database_url()
+    ))
+    .await;
+    let client = sqs();
+    let queue = create_queue(&client, "follow-edge", false, &[]).await;
+    client
+        .send_message()
+        .queue_url(&queue)
+        .message_body(follow("u1", "u2", "2025-10-08T12:00:00Z").to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut worker = std::process::Command::new(workspace_binary("follow-edge"))
+        .envs(sqs_env())
+        .env("DATABASE_SECRET_ARN", &arn)
+        .env_remove("DATABASE_URL")
+        .env("MIRROR_QUEUE_URL", &queue)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while queue_depth(&client, &queue).await != (0, 0) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the worker did not apply the event"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(worker.wait().unwrap().success());
+    let mirror = Mirror::postgres_in(
+        test_database_url().parse().unwrap(),
+        &schema,
+        Config::default(),
+    )
+    .await;
+    assert_eq!(
+        mirror.row("follow_edges", &["u1", "u2"]).await["edge_type"],
+        "follow"
+    );
+}
+
+async fn prepared_statements(config: Config) -> i64 {
+    let mirror = Mirror::postgres_with(Config {
+        max_connections: 1,
+        ..config
+    })
+    .await;
+    mirror
+        .apply(&[
+            follow("u1", "u2", "2025-10-08T12:00:00Z"),
+            mirror_tests::message("c1", "m1", "u1", "x", "2025-10-08T12:00:00Z"),
+        ])
+        .await;
+    let Store::Postgres(pool, _) = mirror.store() else {
+        unreachable!()
+    };
+    // sqlx::raw_sql is a simple query: it prepares nothing itself.
+    let mut connection = pool.acquire().await.unwrap();
+    use sqlx::Row;
+    let rows = sqlx::raw_sql("SELECT count(*) FROM pg_prepared_statements")
+        .fetch_all(&mut *connection)
+        .await
+        .unwrap();
+    rows[0].get::<i64, _>(0)
+}
+
+#[tokio::test]
+async fn the_statement_cache_can_be_switched_off_for_rds_proxy() {
+    assert!(
+        prepared_statements(Config::default()).await > 0,
+        "by default statements are cached"
+    );
+    assert_eq!(
+        prepared_statements(Config {
+            statement_cache: false,
+            ..Config::default()
+        })
+        .await,
+        0
+    );
+    let from_env =
+        Config::from_lookup(|n| (n == "MIRROR_STATEMENT_CACHE").then(|| "false".into())).unwrap();
+    assert!(!from_env.statement_cache);
+}
