@@ -1,6 +1,6 @@
 //! Event files for `mirrorctl apply`: a file holding an SQS event (`{"Records": [...]}`), a
-//! file holding one envelope in any accepted shape, or a directory of such `.json` files,
-//! read in name order.
+//! file holding one envelope in any accepted shape, or a directory of such files, read in
+//! name order.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,13 @@ fn files(path: &Path, problems: &mut Vec<RecordOutcome>) -> Vec<PathBuf> {
         Ok(entries) => {
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+                // Every file (hidden ones aside); subdirectories are not entered.
+                .filter(|p| {
+                    p.is_file()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
                 .collect();
             files.sort();
             files
@@ -94,5 +100,42 @@ fn read_file(path: &Path, records: &mut Vec<Record>, problems: &mut Vec<RecordOu
                 e.column()
             ))),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_is_read_in_name_order_without_entering_subdirectories_or_hidden_files() {
+        let dir = std::env::temp_dir().join(format!("mirror-inputs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("nested")).unwrap();
+        std::fs::write(dir.join("b-envelope"), "{}").unwrap();
+        std::fs::write(
+            dir.join("a.json"),
+            r#"{"Records": [{"messageId": "m1", "body": "x"}, {"body": "y"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join(".hidden.json"), "{}").unwrap();
+        std::fs::write(dir.join("nested/c.json"), "{}").unwrap();
+        let (records, problems) = read_paths(&[dir.clone()]);
+        let ids: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
+        let a = dir.join("a.json").display().to_string();
+        assert_eq!(
+            ids,
+            vec![
+                "m1".to_string(),
+                format!("{a}#1"),
+                dir.join("b-envelope").display().to_string()
+            ]
+        );
+        assert!(problems.is_empty());
+        let (_, problems) = read_paths(&[dir.join("missing.json")]);
+        assert!(
+            matches!(&problems[0].outcome, Outcome::Failed(why) if why.contains("missing.json"))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,7 +31,7 @@ enum Command {
     /// Exits 0 when nothing was rejected or failed, 2 when something was rejected and
     /// nothing failed, 1 when anything failed.
     Apply {
-        /// Files holding an SQS event or one envelope, or directories of such .json files.
+        /// Files holding an SQS event or one envelope, or directories of such files (read in name order).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
