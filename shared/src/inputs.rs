@@ -120,7 +120,7 @@ mod tests {
         .unwrap();
         std::fs::write(dir.join(".hidden.json"), "{}").unwrap();
         std::fs::write(dir.join("nested/c.json"), "{}").unwrap();
-        let (records, problems) = read_paths(&[dir.clone()]);
+        let (records, problems) = read_paths(std::slice::from_ref(&dir));
         let ids: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
         let a = dir.join("a.json").display().to_string();
         assert_eq!(
