@@ -4,6 +4,7 @@ Run by scripts/test with the project's .venv (cfn-lint's decoder reads the intri
 functions): .venv/bin/python -m unittest discover -s tests/template -v
 """
 
+import json
 import pathlib
 import re
 import unittest
@@ -102,6 +103,17 @@ class Template(unittest.TestCase):
             dead = self.r[f"{family}DeadLetterAlarm"]["Properties"]
             self.assertEqual(dead["Dimensions"][0]["Value"], {"Fn::GetAtt": [f"{family}DeadLetterQueue", "QueueName"]})
             self.assertEqual((dead["Threshold"], dead["ComparisonOperator"]), (0, "GreaterThanThreshold"))
+
+    def test_a_dashboard_charts_p50_and_p95_latency_backlog_and_dead_letters(self):
+        body = self.r["MirrorDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+        dashboard = json.loads(body)
+        metrics = [m for w in dashboard["widgets"] for m in w["properties"]["metrics"]]
+        stats = {m[-1].get("stat") for m in metrics if m[1] == "sql_mirror_latency_ms"}
+        self.assertEqual(stats, {"p50", "p95"})
+        for family, binary in FAMILIES.items():
+            self.assertTrue(any(binary in m for m in metrics if m[1] == "sql_mirror_latency_ms"), binary)
+            self.assertIn(f"${{{family}DeadLetterQueue.QueueName}}", body)
+            self.assertIn(f"${{{family}Queue.QueueName}}", body)
 
     def test_outputs_give_every_queue_url(self):
         for family in FAMILIES:
