@@ -37,6 +37,14 @@ enum Command {
     },
     /// Print every mirrored row as JSON, in one form for both stores (for comparing them).
     Dump,
+    /// Forget the idempotency keys of events applied longer ago than --older-than (the
+    /// table of applied keys grows with every event). Rows never change because of it: a
+    /// later copy of such an event is still kept out by its version.
+    Prune {
+        /// An age: 30d, 12h, 90m, 3600s.
+        #[arg(long)]
+        older_than: String,
+    },
     /// Send event files to the queue of each event's family (batches of 10; on a FIFO queue
     /// with the idempotency key as deduplication id and the entity as group id). Queues from
     /// MIRROR_DM_MESSAGE_QUEUE_URL, MIRROR_DM_CONVERSATION_QUEUE_URL and
@@ -121,7 +129,7 @@ fn print_json<T: serde::Serialize>(value: &T) {
 async fn run(cli: Cli) -> Result<u8, String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
     match cli.command {
-        Command::Migrate | Command::Apply { .. } | Command::Dump => {
+        Command::Migrate | Command::Apply { .. } | Command::Dump | Command::Prune { .. } => {
             database(cli.database_url, config, cli.command).await
         }
         Command::Publish { queue_url, paths } => {
@@ -187,6 +195,20 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             print_json(&summary);
             Ok(summary.exit_code() as u8)
         }
+        Command::Prune { older_than } => {
+            let age = age(&older_than)?;
+            let before = Timestamp::new(Timestamp::now().as_datetime() - age)
+                .ok_or_else(|| format!("--older-than {older_than} reaches before year 1"))?;
+            let deleted = opened?
+                .store()
+                .prune_applied_keys(before)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_json(
+                &serde_json::json!({ "pruned": deleted, "appliedBefore": before.to_string() }),
+            );
+            Ok(0)
+        }
         Command::Dump => {
             let snapshot = opened?
                 .store()
@@ -205,6 +227,29 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             Ok(0)
         }
     }
+}
+
+/// `30d`, `12h`, `90m`, `3600s` or a bare number of seconds.
+fn age(text: &str) -> Result<chrono::Duration, String> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: i64 = number.parse().map_err(|_| {
+        format!("--older-than {text:?}: expected an age such as 30d, 12h, 90m or 3600s")
+    })?;
+    let seconds = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "--older-than {text:?}: the unit must be s, m, h or d"
+            ))
+        }
+    };
+    Ok(chrono::Duration::seconds(n.saturating_mul(seconds)))
 }
 
 async fn dead_letters(

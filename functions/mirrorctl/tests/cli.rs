@@ -133,3 +133,44 @@ async fn migrate_creates_the_schema_on_a_new_sqlite_file() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn prune_forgets_old_idempotency_keys_without_letting_old_events_back_in() {
+    for mirror in [Mirror::sqlite().await, Mirror::postgres().await] {
+        let (code, _, _) = mirrorctl(&mirror.url, &["apply", EVENTS]);
+        assert_eq!(code, 0);
+        let (code, kept, _) = mirrorctl(&mirror.url, &["prune", "--older-than", "1d"]);
+        assert_eq!(
+            (code, kept["pruned"].clone()),
+            (0, 0.into()),
+            "nothing is a day old"
+        );
+        let (code, pruned, _) = mirrorctl(&mirror.url, &["prune", "--older-than", "0s"]);
+        assert_eq!((code, pruned["pruned"].clone()), (0, 11.into()));
+        let before = mirror
+            .store()
+            .snapshot()
+            .await
+            .unwrap()
+            .without_bookkeeping();
+        let (code, again, _) = mirrorctl(&mirror.url, &["apply", EVENTS]);
+        assert_eq!(code, 0);
+        assert_eq!(
+            (again["applied"].clone(), again["duplicates"].clone()),
+            (0.into(), 11.into()),
+            "equal rank: still duplicates"
+        );
+        assert_eq!(
+            mirror
+                .store()
+                .snapshot()
+                .await
+                .unwrap()
+                .without_bookkeeping(),
+            before
+        );
+        let (code, _, stderr) = mirrorctl(&mirror.url, &["prune", "--older-than", "soon"]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("--older-than"), "{stderr}");
+    }
+}

@@ -260,6 +260,29 @@ impl Store {
         }
     }
 
+    /// Forgets the idempotency keys applied before `before`; returns how many. Safe at any
+    /// age: a later copy of a forgotten event still cannot change a row (the rank guard keeps
+    /// it out); it is then counted as a duplicate or stale by rank instead of by key.
+    pub async fn prune_applied_keys(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let deleted = match self {
+            Store::Postgres(pool, _) => {
+                sqlx::query("DELETE FROM mirror_applied_events WHERE applied_at < $1")
+                    .bind(before.as_datetime())
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query("DELETE FROM mirror_applied_events WHERE applied_at < ?1")
+                    .bind(before.to_string())
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+        };
+        Ok(deleted)
+    }
+
     /// Every mirrored row, as JSON objects with one text form for both stores (timestamps as
     /// RFC 3339 UTC with microseconds, `participant_ids` and `media` as JSON), ordered by key.
     pub async fn snapshot(&self) -> Result<Snapshot, StoreError> {
