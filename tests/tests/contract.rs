@@ -128,6 +128,21 @@ on_both_stores! {
         assert_eq!(m.row("dm_messages", &["c1", "m1"]).await["event_id"], "a:firestore:x:111");
     }
 
+    async fn a_key_applied_before_stays_a_duplicate_after_newer_versions(m: Mirror) {
+        let first = with(message("c1", "m1", "u1", "v1", T0), &["payload", "updatedAt"], json!(T0));
+        let second = with(message("c1", "m1", "u1", "v2", T0), &["payload", "updatedAt"], json!(T1));
+        let third = with(message("c1", "m1", "u1", "v3", T0), &["payload", "updatedAt"], json!(T2));
+        assert_eq!(counts(&m.apply_each(&[first.clone(), second.clone()]).await), [2, 0, 0, 0, 0]);
+        assert_eq!(m.outcome_of(first.clone()).await, Outcome::Duplicate, "its key was applied, though superseded");
+        let never_applied = with(message("c1", "m1", "u1", "v0", T0), &["payload", "updatedAt"], json!("2025-10-08T11:00:00Z"));
+        assert_eq!(m.outcome_of(never_applied).await, Outcome::Stale);
+        // In one batch beside a newer event of the same entity, too.
+        let batch = m.apply(&[first, third]).await;
+        assert_eq!(batch.records[0].outcome, Outcome::Duplicate);
+        assert_eq!(batch.records[1].outcome, Outcome::Applied);
+        assert_eq!(m.row("dm_messages", &["c1", "m1"]).await["body"], "v3");
+    }
+
     async fn an_older_update_arriving_later_is_stale(m: Mirror) {
         let newer = with(message("c1", "m1", "u1", "new", T0), &["payload", "updatedAt"], json!(T2));
         let older = with(message("c1", "m1", "u1", "old", T0), &["payload", "updatedAt"], json!(T1));

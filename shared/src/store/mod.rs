@@ -3,12 +3,15 @@
 //! A chunk of events of one family is applied in one transaction with set-based statements
 //! (this module decides *what* to write; `postgres.rs` and `sqlite.rs` hold each dialect's
 //! SQL and nothing else):
-//! 1. keys already in `mirror_applied_events` are duplicates;
-//! 2. per entity, the greatest event by the contract's total order is the chunk's winner;
-//! 3. winners are upserted with a guard that only lets a greater rank overwrite a row, so
-//!    concurrent writers and any arrival order converge on the same rows;
-//! 4. the denormalised columns (`last_message_*`, `recipient_id`, stub conversations) are
+//! 1. per entity, the greatest event by the contract's total order is the chunk's winner;
+//! 2. winners are upserted with a guard that only lets a greater rank overwrite a row, so
+//!    concurrent writers and any arrival order converge on the same rows (and an event
+//!    applied before cannot be applied again);
+//! 3. the denormalised columns (`last_message_*`, `recipient_id`, stub conversations) are
 //!    recomputed for what changed, inside the same transaction;
+//! 4. only when some event did not apply: its key is looked up in `mirror_applied_events`
+//!    (applied before: a duplicate) and its entity's stored rank (equal: a duplicate, lower:
+//!    stale) — so the common case costs no look-up round trip;
 //! 5. the applied keys are recorded.
 
 mod postgres;
@@ -317,12 +320,8 @@ macro_rules! dispatch {
 async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
     let family = chunk[0].event.family();
     debug_assert!(chunk.iter().all(|p| p.event.family() == family));
-    let keys: Vec<&str> = chunk
-        .iter()
-        .map(|p| p.event.idempotency_key.as_str())
-        .collect();
-    let seen: HashSet<String> = dispatch!(tx, applied_keys(&keys))?;
-    let (mut written, winners) = plan(chunk, &seen);
+    let (mut written, winners) = plan(chunk);
+    let winner_at: HashSet<usize> = winners.iter().copied().collect();
     let mirrored_at = Timestamp::now();
 
     // Sorted by key so that concurrent transactions lock rows in the same order.
@@ -356,23 +355,45 @@ async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, St
         }
     };
 
-    // A winner the guard kept out lost to the stored row: equal rank is the same write.
-    let lost: Vec<&EntityKey> = winners
+    // Every event but the winners that were written: a key applied before is a duplicate; a
+    // winner the guard kept out lost to the stored row (equal rank is the same write, a
+    // duplicate; lower is stale).
+    let not_applied: Vec<&Pending> = chunk
         .iter()
-        .map(|p| &p.event.key)
-        .filter(|k| !applied.contains(*k))
+        .enumerate()
+        .filter(|(i, p)| !(winner_at.contains(i) && applied.contains(&p.event.key)))
+        .map(|(_, p)| p)
         .collect();
-    let stored: HashMap<EntityKey, Rank> = if lost.is_empty() {
-        HashMap::new()
+    let (seen, stored): (HashSet<String>, HashMap<EntityKey, Rank>) = if not_applied.is_empty() {
+        (HashSet::new(), HashMap::new())
     } else {
-        dispatch!(tx, current_ranks(family, &lost))?
+        let keys: Vec<&str> = not_applied
+            .iter()
+            .map(|p| p.event.idempotency_key.as_str())
+            .collect();
+        let lost: Vec<&EntityKey> = winners
+            .iter()
+            .map(|p| &p.event.key)
+            .filter(|k| !applied.contains(*k))
+            .collect();
+        let seen = dispatch!(tx, applied_keys(&keys))?;
+        let stored = if lost.is_empty() {
+            HashMap::new()
+        } else {
+            dispatch!(tx, current_ranks(family, &lost))?
+        };
+        (seen, stored)
     };
     let mut newly_applied: Vec<&Event> = Vec::new();
     for (i, pending) in chunk.iter().enumerate() {
+        let event = &pending.event;
+        if seen.contains(&event.idempotency_key) {
+            written[i] = Some(Written::Duplicate);
+            continue;
+        }
         if written[i].is_some() {
             continue;
         }
-        let event = &pending.event;
         written[i] = Some(if applied.contains(&event.key) {
             newly_applied.push(event);
             Written::Applied
@@ -390,18 +411,14 @@ async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, St
 }
 
 /// Decides, without the database, which events of a chunk are written: per entity the
-/// greatest by rank (the first of equals); the rest are duplicates (seen key or equal rank)
-/// or stale. Returns the known outcomes and the winners' indexes.
-pub fn plan(chunk: &[Pending], seen: &HashSet<String>) -> (Vec<Option<Written>>, Vec<usize>) {
+/// greatest by rank (the first of equals); the rest are duplicates (equal rank) or stale.
+/// Returns the known outcomes and the winners' indexes.
+pub fn plan(chunk: &[Pending]) -> (Vec<Option<Written>>, Vec<usize>) {
     let mut written: Vec<Option<Written>> = vec![None; chunk.len()];
     let mut best: HashMap<&EntityKey, usize> = HashMap::new();
     let mut order: Vec<&EntityKey> = Vec::new();
     for (i, pending) in chunk.iter().enumerate() {
         let event = &pending.event;
-        if seen.contains(&event.idempotency_key) {
-            written[i] = Some(Written::Duplicate);
-            continue;
-        }
         match best.get(&event.key) {
             None => {
                 order.push(&event.key);
@@ -414,9 +431,6 @@ pub fn plan(chunk: &[Pending], seen: &HashSet<String>) -> (Vec<Option<Written>>,
         }
     }
     for (i, pending) in chunk.iter().enumerate() {
-        if written[i].is_some() {
-            continue;
-        }
         let winner = best[&pending.event.key];
         if i != winner {
             written[i] = Some(if pending.event.rank() == chunk[winner].event.rank() {

@@ -81,22 +81,20 @@ pub(super) async fn lock_conversations(
     if ids.is_empty() {
         return Ok(());
     }
+    // One round trip: the CTE creates the missing stubs (rows this transaction inserts are
+    // its own until it commits) and the query locks the existing rows, in key order.
     sqlx::query(
-        "INSERT INTO dm_conversations (conversation_id, sync_source, mirrored_at)
-         SELECT id, 'derived', $2 FROM UNNEST($1::text[]) AS u(id)
-         ON CONFLICT (conversation_id) DO NOTHING",
-    )
-    .persistent(persistent)
-    .bind(ids)
-    .bind(at.as_datetime())
-    .execute(&mut *c)
-    .await?;
-    sqlx::query(
-        "SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
+        "WITH stubs AS (
+             INSERT INTO dm_conversations (conversation_id, sync_source, mirrored_at)
+             SELECT id, 'derived', $2 FROM UNNEST($1::text[]) AS u(id)
+             ON CONFLICT (conversation_id) DO NOTHING
+         )
+         SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
          ORDER BY conversation_id FOR UPDATE",
     )
     .persistent(persistent)
     .bind(ids)
+    .bind(at.as_datetime())
     .fetch_all(c)
     .await?;
     Ok(())
@@ -355,12 +353,14 @@ pub(super) async fn upsert_follow_edges(
 /// may have changed.
 pub(super) async fn refresh_recipients(
     c: &mut PgConnection,
-    persistent: bool,
+    _persistent: bool,
     ids: &[String],
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
+    // Planned at every execution (unnamed): a cached generic plan made while the tables
+    // were small would keep scanning them once they have grown.
     sqlx::query(
         "UPDATE dm_messages m
          SET recipient_id = r.recipient_id
@@ -372,7 +372,7 @@ pub(super) async fn refresh_recipients(
          WHERE m.conversation_id = r.conversation_id AND m.message_id = r.message_id
            AND m.recipient_id IS DISTINCT FROM r.recipient_id",
     )
-    .persistent(persistent)
+    .persistent(false)
     .bind(ids)
     .execute(c)
     .await?;
@@ -384,12 +384,14 @@ pub(super) async fn refresh_recipients(
 /// tombstone.
 pub(super) async fn refresh_conversations(
     c: &mut PgConnection,
-    persistent: bool,
+    _persistent: bool,
     ids: &[String],
 ) -> Result<(), StoreError> {
     if ids.is_empty() {
         return Ok(());
     }
+    // Planned at every execution (unnamed): a cached generic plan made while the tables
+    // were small would keep scanning them once they have grown.
     sqlx::query(
         "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
          newest AS (
@@ -418,7 +420,7 @@ pub(super) async fn refresh_conversations(
                                     ELSE c.doc_last_message_author_id END
          FROM newest n
          WHERE c.conversation_id = n.id",
-    ).persistent(persistent)
+    ).persistent(false)
     .bind(ids)
     .execute(c)
     .await?;
