@@ -83,14 +83,9 @@ fn read_file(path: &Path, records: &mut Vec<Record>, problems: &mut Vec<RecordOu
         return;
     }
     match serde_json::from_str::<SqsEvent>(&text) {
-        Ok(event) => records.extend(crate::lambda::records(event).into_iter().enumerate().map(
-            |(i, mut r)| {
-                if r.message_id == format!("record-{i}") {
-                    r.message_id = format!("{name}#{i}");
-                }
-                r
-            },
-        )),
+        Ok(event) => records.extend(crate::lambda::records_named(event, |i| {
+            format!("{name}#{i}")
+        })),
         // serde's message can quote values; say where, not what.
         Err(e) => problems.push(RecordOutcome::new(
             &name,

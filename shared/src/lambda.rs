@@ -19,12 +19,17 @@ use crate::timestamp::Timestamp;
 use crate::worker::{self, WorkerSettings};
 
 pub fn records(event: SqsEvent) -> Vec<Record> {
+    records_named(event, |i| format!("record-{i}"))
+}
+
+/// The records of an SQS event; one without a message id gets `unnamed(position)`.
+pub fn records_named(event: SqsEvent, unnamed: impl Fn(usize) -> String) -> Vec<Record> {
     event
         .records
         .into_iter()
         .enumerate()
         .map(|(i, message)| Record {
-            message_id: message.message_id.unwrap_or_else(|| format!("record-{i}")),
+            message_id: message.message_id.unwrap_or_else(|| unnamed(i)),
             receive_count: message
                 .attributes
                 .get("ApproximateReceiveCount")

@@ -17,6 +17,23 @@ pub const NAMESPACE: &str = "RealtimeMirror";
 /// EMF allows at most 100 values per metric in one document.
 pub const MAX_VALUES: usize = 100;
 
+/// Enqueue (`SentTimestamp`) → commit, in milliseconds, for every applied record whose
+/// sent time is known.
+pub fn enqueue_to_commit_ms(
+    outcome: &BatchOutcome,
+    sent_at_millis: &HashMap<String, i64>,
+    committed_at: Timestamp,
+) -> Vec<f64> {
+    let committed = committed_at.as_datetime().timestamp_millis();
+    outcome
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Applied)
+        .filter_map(|r| sent_at_millis.get(&r.message_id))
+        .map(|sent| (committed - sent).max(0) as f64)
+        .collect()
+}
+
 /// What one invocation measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InvocationMetrics {
@@ -51,14 +68,11 @@ impl InvocationMetrics {
             cold_start,
             ..InvocationMetrics::default()
         };
+        m.sql_mirror_latency_ms = enqueue_to_commit_ms(outcome, sent_at_millis, committed_at);
         for r in &outcome.records {
             match &r.outcome {
                 Outcome::Applied => {
                     m.applied += 1;
-                    if let Some(sent) = sent_at_millis.get(&r.message_id) {
-                        m.sql_mirror_latency_ms
-                            .push((committed.timestamp_millis() - sent).max(0) as f64);
-                    }
                     if let Some(at) = r.occurred_at {
                         let micros = (committed - at.as_datetime())
                             .num_microseconds()

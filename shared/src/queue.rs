@@ -206,14 +206,8 @@ impl Latencies {
         sent_at: &HashMap<String, i64>,
         committed_at: Timestamp,
     ) {
-        let committed = committed_at.as_datetime().timestamp_millis();
-        for r in &outcome.records {
-            if r.outcome == Outcome::Applied {
-                if let Some(sent) = sent_at.get(&r.message_id) {
-                    self.values.push((committed - sent).max(0) as u64);
-                }
-            }
-        }
+        let values = crate::metrics::enqueue_to_commit_ms(outcome, sent_at, committed_at);
+        self.values.extend(values.into_iter().map(|ms| ms as u64));
     }
 
     pub fn values(&self) -> &[u64] {

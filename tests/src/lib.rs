@@ -161,6 +161,15 @@ impl Mirror {
         }
     }
 
+    /// The rows without bookkeeping: what convergence is about.
+    pub async fn state(&self) -> realtime_mirror::store::Snapshot {
+        self.store()
+            .snapshot()
+            .await
+            .expect("snapshot")
+            .without_bookkeeping()
+    }
+
     pub async fn rows(&self, table: &str) -> Vec<Value> {
         self.store()
             .snapshot()
@@ -411,4 +420,21 @@ pub async fn new_schema() -> String {
         .await
         .expect("CREATE SCHEMA");
     schema
+}
+
+/// Sends each body to the queue as a plain message.
+pub async fn send_all(
+    client: &aws_sdk_sqs::Client,
+    queue: &str,
+    bodies: impl IntoIterator<Item = String>,
+) {
+    for body in bodies {
+        client
+            .send_message()
+            .queue_url(queue)
+            .message_body(body)
+            .send()
+            .await
+            .expect("send");
+    }
 }

@@ -18,7 +18,7 @@ use mirror_tests::realtime_mirror::timestamp::Timestamp;
 use mirror_tests::realtime_mirror::worker::{self, WorkerSettings, WorkerTotals};
 use mirror_tests::realtime_mirror::{Family, Processor, Store};
 use mirror_tests::{
-    create_queue, drained, queue_arn, queue_depth, sqs, sqs_env, workspace_binary, Mirror,
+    create_queue, drained, queue_arn, queue_depth, send_all, sqs, sqs_env, workspace_binary, Mirror,
 };
 
 const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../events");
@@ -99,20 +99,7 @@ async fn published_sample_events_reach_postgres_through_the_workers() {
                 .collect::<Vec<_>>(),
         )
         .await;
-    assert_eq!(
-        mirror
-            .store()
-            .snapshot()
-            .await
-            .unwrap()
-            .without_bookkeeping(),
-        direct
-            .store()
-            .snapshot()
-            .await
-            .unwrap()
-            .without_bookkeeping()
-    );
+    assert_eq!(mirror.state().await, direct.state().await);
 }
 
 #[tokio::test]
@@ -230,15 +217,7 @@ async fn with_the_database_down_records_are_redelivered_redriven_after_5_receive
     let events: Vec<String> = (0..7)
         .map(|i| mirror_tests::follow(&format!("u{i}"), "t", "2025-10-08T12:00:00Z").to_string())
         .collect();
-    for body in &events {
-        client
-            .send_message()
-            .queue_url(&queue)
-            .message_body(body)
-            .send()
-            .await
-            .unwrap();
-    }
+    send_all(&client, &queue, events.clone()).await;
 
     // Database unreachable: every receive fails every record, which the queue redelivers
     // until its redrive policy moves them to the dead-letter queue.
@@ -281,15 +260,7 @@ async fn with_the_database_down_records_are_redelivered_redriven_after_5_receive
     assert_eq!(totals.applied, 7, "{totals:?}");
     assert_eq!(mirror.rows("follow_edges").await.len(), 7);
     // Replaying the same events again changes nothing.
-    for body in &events {
-        client
-            .send_message()
-            .queue_url(&queue)
-            .message_body(body)
-            .send()
-            .await
-            .unwrap();
-    }
+    send_all(&client, &queue, events.clone()).await;
     let again = work_until_drained(&mirror.processor, &settings(Family::FollowEdge, &queue)).await;
     assert_eq!((again.applied, again.duplicates), (0, 7));
 }

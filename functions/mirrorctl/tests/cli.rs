@@ -34,18 +34,8 @@ async fn apply_gives_the_same_rows_on_sqlite_and_postgres() {
         assert_eq!(summary["failed"], 0);
         assert_eq!(summary["rejections"], serde_json::json!([]));
     }
-    let a = sqlite
-        .store()
-        .snapshot()
-        .await
-        .unwrap()
-        .without_bookkeeping();
-    let b = postgres
-        .store()
-        .snapshot()
-        .await
-        .unwrap()
-        .without_bookkeeping();
+    let a = sqlite.state().await;
+    let b = postgres.state().await;
     assert_eq!(a, b);
     assert_eq!(a.rows("dm_messages").len(), 4);
     // Again: what was applied is a duplicate; what lost in its batch was never applied, and
@@ -147,12 +137,7 @@ async fn prune_forgets_old_idempotency_keys_without_letting_old_events_back_in()
         );
         let (code, pruned, _) = mirrorctl(&mirror.url, &["prune", "--older-than", "0s"]);
         assert_eq!((code, pruned["pruned"].clone()), (0, 11.into()));
-        let before = mirror
-            .store()
-            .snapshot()
-            .await
-            .unwrap()
-            .without_bookkeeping();
+        let before = mirror.state().await;
         let (code, again, _) = mirrorctl(&mirror.url, &["apply", EVENTS]);
         assert_eq!(code, 0);
         assert_eq!(
@@ -160,15 +145,7 @@ async fn prune_forgets_old_idempotency_keys_without_letting_old_events_back_in()
             (0.into(), 11.into()),
             "equal rank: still duplicates"
         );
-        assert_eq!(
-            mirror
-                .store()
-                .snapshot()
-                .await
-                .unwrap()
-                .without_bookkeeping(),
-            before
-        );
+        assert_eq!(mirror.state().await, before);
         let (code, _, stderr) = mirrorctl(&mirror.url, &["prune", "--older-than", "soon"]);
         assert_eq!(code, 1);
         assert!(stderr.contains("--older-than"), "{stderr}");

@@ -444,6 +444,31 @@ pub fn plan(chunk: &[Pending]) -> (Vec<Option<Written>>, Vec<usize>) {
     (written, winners)
 }
 
+/// A key as the two text columns both dialects bind (the second empty for a conversation).
+pub(super) fn key_parts(key: &EntityKey) -> (String, String) {
+    match key {
+        EntityKey::Conversation { conversation_id } => (conversation_id.clone(), String::new()),
+        EntityKey::Message {
+            conversation_id,
+            message_id,
+        } => (conversation_id.clone(), message_id.clone()),
+        EntityKey::FollowEdge { user_id, target_id } => (user_id.clone(), target_id.clone()),
+    }
+}
+pub(super) fn entity_key(family: Family, a: String, b: String) -> EntityKey {
+    match family {
+        Family::DmConversation => EntityKey::Conversation { conversation_id: a },
+        Family::DmMessage => EntityKey::Message {
+            conversation_id: a,
+            message_id: b,
+        },
+        Family::FollowEdge => EntityKey::FollowEdge {
+            user_id: a,
+            target_id: b,
+        },
+    }
+}
+
 fn conversation_ids<'a>(keys: impl Iterator<Item = &'a EntityKey>) -> Vec<String> {
     let ids: BTreeSet<&str> = keys.filter_map(|k| k.conversation_id()).collect();
     ids.into_iter().map(str::to_string).collect()

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table};
+use super::{
+    entity_key, key_parts, ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table,
+};
 use crate::event::{EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
 
@@ -463,31 +465,6 @@ pub(super) async fn current_ranks(
             Ok((entity_key(family, a, b), rank(updated_at, is_delete, hash)?))
         })
         .collect()
-}
-
-pub(super) fn key_parts(key: &EntityKey) -> (String, String) {
-    match key {
-        EntityKey::Conversation { conversation_id } => (conversation_id.clone(), String::new()),
-        EntityKey::Message {
-            conversation_id,
-            message_id,
-        } => (conversation_id.clone(), message_id.clone()),
-        EntityKey::FollowEdge { user_id, target_id } => (user_id.clone(), target_id.clone()),
-    }
-}
-
-pub(super) fn entity_key(family: Family, a: String, b: String) -> EntityKey {
-    match family {
-        Family::DmConversation => EntityKey::Conversation { conversation_id: a },
-        Family::DmMessage => EntityKey::Message {
-            conversation_id: a,
-            message_id: b,
-        },
-        Family::FollowEdge => EntityKey::FollowEdge {
-            user_id: a,
-            target_id: b,
-        },
-    }
 }
 
 pub(super) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, StoreError> {

@@ -9,8 +9,9 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::postgres::{entity_key, key_parts};
-use super::{ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table};
+use super::{
+    entity_key, key_parts, ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table,
+};
 use crate::event::{EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
 
