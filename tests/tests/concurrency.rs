@@ -1,0 +1,357 @@
+//! Convergence under concurrency on PostgreSQL: several `mirrorctl apply` *processes* (not
+//! only several connections of one pool) apply overlapping, shuffled shares of the messages
+//! of brand-new conversations together with the conversations' own events, at once, at
+//! several chunk sizes and connection counts. Every round must end with
+//! - every process exiting 0, with no chunk retried after a deadlock (none can arise: locks
+//!   are taken in one total order, conversations before messages, each in key order);
+//! - derived columns (`last_message_*`, `recipient_id`) that agree with the rows themselves;
+//! - the same rows as one sequential application of the same events.
+//!
+//! Rounds are bounded by count (`MIRROR_TEST_CONCURRENCY_ROUNDS`, default 16), not by time.
+
+use std::process::Stdio;
+
+use mirror_tests::realtime_mirror::config::Config;
+use mirror_tests::realtime_mirror::store::Snapshot;
+use mirror_tests::{canonical, new_schema, workspace_binary, Mirror};
+use serde_json::{json, Value};
+
+/// A small deterministic generator (splitmix64), so a failing round can be replayed by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+fn at(second: usize) -> String {
+    format!("2025-03-01T00:{:02}:{:02}Z", second / 60, second % 60)
+}
+
+/// The events of one round: `conversations` new conversations, two of every three with
+/// their own events (created with two participants, then updated to another participant
+/// set; the third stays a stub), each with `messages` messages by either participant, some
+/// edited, some deleted.
+fn events(rng: &mut Rng, round: usize, conversations: usize, messages: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    for c in 0..conversations {
+        let id = format!("r{round}c{c}");
+        let (a, b, x) = (format!("u{c}a"), format!("u{c}b"), format!("u{c}x"));
+        let has_events = c % 3 != 2;
+        let created = json!({ "conversationId": id, "ownerId": a, "participantIds": [a, b],
+                              "createdAt": at(1), "updatedAt": at(1) });
+        if has_events {
+            events.push(canonical("dm.conversation.created", &at(1), created));
+        }
+        // A later participant set: sometimes the same pair, sometimes a group of three
+        // (no recipient), sometimes a different pair.
+        let later = match rng.below(3) {
+            0 => json!([b, a]),
+            1 => json!([a, b, x]),
+            _ => json!([a, x]),
+        };
+        let updated = json!({ "conversationId": id, "ownerId": a, "participantIds": later,
+                              "createdAt": at(1), "updatedAt": at(2 + rng.below(messages + 4)) });
+        if has_events {
+            events.push(canonical("dm.conversation.updated", &at(2), updated));
+        }
+        for m in 0..messages {
+            let author = if rng.below(2) == 0 { &a } else { &b };
+            let created_at = at(2 + m);
+            let payload = json!({ "conversationId": id, "messageId": format!("m{m}"),
+                                  "authorId": author, "body": format!("body {c}/{m}"),
+                                  "createdAt": created_at });
+            events.push(canonical(
+                "dm.message.created",
+                &created_at,
+                payload.clone(),
+            ));
+            match rng.below(5) {
+                0 => {
+                    let mut edited = payload.clone();
+                    edited["body"] = json!(format!("edited {c}/{m}"));
+                    edited["updatedAt"] = json!(at(40 + m));
+                    events.push(canonical("dm.message.updated", &at(40 + m), edited));
+                }
+                1 => events.push(
+                    json!({ "eventType": "dm.message.deleted", "occurredAt": at(50 + m),
+                                         "entityId": format!("{id}/m{m}") }),
+                ),
+                _ => {}
+            }
+        }
+    }
+    events
+}
+
+/// Each event goes to one process at least and to each other one with probability 1/2;
+/// each share is shuffled, then (when `grouped`) ordered by conversation, its messages
+/// before its own events, and each process starting on a different conversation: at start a
+/// process's concurrent chunks all create and update the same brand-new conversation, as a
+/// burst from one trigger would.
+fn shares(
+    rng: &mut Rng,
+    events: &[Value],
+    conversations: usize,
+    processes: usize,
+    grouped: bool,
+) -> Vec<Vec<Value>> {
+    let mut shares = vec![Vec::new(); processes];
+    for event in events {
+        let owner = rng.below(processes);
+        for (p, share) in shares.iter_mut().enumerate() {
+            if p == owner || rng.below(2) == 0 {
+                share.push(event.clone());
+            }
+        }
+    }
+    for (p, share) in shares.iter_mut().enumerate() {
+        rng.shuffle(share);
+        if grouped {
+            // Conversation 3p + 2 has no events of its own: a stub, created by messages.
+            let first = (3 * p + 2) % conversations;
+            share.sort_by_key(|e| {
+                let id = e["payload"]["conversationId"]
+                    .as_str()
+                    .or_else(|| e["entityId"].as_str())
+                    .unwrap_or_default();
+                let index: usize = id
+                    .split('/')
+                    .next()
+                    .and_then(|c| c.rsplit('c').next())
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let is_conversation_event = e["eventType"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("dm.conversation"));
+                (
+                    (index + conversations - first) % conversations,
+                    is_conversation_event,
+                )
+            });
+        }
+    }
+    shares
+}
+
+fn sqs_event_file(dir: &std::path::Path, name: &str, events: &[Value]) -> std::path::PathBuf {
+    let records: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({ "messageId": format!("{name}-{i}"), "body": e.to_string() }))
+        .collect();
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, json!({ "Records": records }).to_string()).unwrap();
+    path
+}
+
+/// The derived columns recomputed from the rows themselves; one line per disagreement.
+fn derived_column_disagreements(snapshot: &Snapshot) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let messages = snapshot.rows("dm_messages");
+    for c in snapshot.rows("dm_conversations") {
+        let id = &c["conversation_id"];
+        let of_conversation: Vec<&Value> = messages
+            .iter()
+            .filter(|m| &m["conversation_id"] == id)
+            .collect();
+        if of_conversation.is_empty() {
+            continue;
+        }
+        let newest = of_conversation
+            .iter()
+            .filter(|m| m["deleted_at"].is_null())
+            .max_by(|x, y| {
+                let key = |m: &Value| {
+                    (
+                        m["created_at"].as_str().unwrap().to_string(),
+                        m["message_id"].as_str().unwrap().to_string(),
+                    )
+                };
+                key(x).cmp(&key(y))
+            });
+        let expected = match (c["deleted_at"].is_null(), newest) {
+            (true, Some(m)) => json!([
+                m["message_id"],
+                m["created_at"],
+                m["author_id"],
+                m["body"]
+                    .as_str()
+                    .map(|b| b.chars().take(140).collect::<String>())
+            ]),
+            _ => json!([null, null, null, null]),
+        };
+        let actual = json!([
+            c["last_message_id"],
+            c["last_message_at"],
+            c["last_message_author_id"],
+            c["last_message_preview"]
+        ]);
+        if expected != actual {
+            wrong.push(format!(
+                "conversation {id}: last_message_* {actual} but the rows say {expected}"
+            ));
+        }
+        let participants: Vec<&str> = c["participant_ids"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut distinct = participants.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        for m in &of_conversation {
+            let author = m["author_id"].as_str();
+            let expected = match author {
+                Some(author) if m["deleted_at"].is_null() && distinct.len() == 2 => distinct
+                    .iter()
+                    .position(|p| *p == author)
+                    .map(|i| distinct[1 - i]),
+                _ => None,
+            };
+            if m["recipient_id"].as_str() != expected {
+                wrong.push(format!(
+                    "message {id}/{}: recipient_id {} but participants {participants:?} say {expected:?}",
+                    m["message_id"], m["recipient_id"]
+                ));
+            }
+        }
+    }
+    wrong
+}
+
+#[tokio::test]
+async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadlocks() {
+    let rounds: usize = std::env::var("MIRROR_TEST_CONCURRENCY_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(16);
+    let mirrorctl = workspace_binary("mirrorctl");
+    let dir = std::env::temp_dir().join(format!("mirror-concurrency-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // (chunk size, connections) per process, varied across rounds; chunk 1 with two
+    // connections is the smallest case that raced.
+    let settings = [(1, 2), (1, 4), (2, 2), (1, 1), (3, 3), (16, 2), (500, 2)];
+    let mut failures = Vec::new();
+    for round in 0..rounds {
+        let seed = 0x5EED_0000 + round as u64;
+        let mut rng = Rng(seed);
+        let conversations = 12;
+        let all = events(&mut rng, round, conversations, 5);
+        let processes = 2 + round % 3;
+
+        let schema = new_schema().await;
+        let mirror = Mirror::postgres_in(
+            mirror_tests::test_database_url().parse().unwrap(),
+            &schema,
+            Config::default(),
+        )
+        .await;
+        // As deployed: message processes (the dm-message function's instances) and one
+        // conversation process (dm-conversation), all at once on one database.
+        let is_message = |e: &Value| {
+            e["eventType"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("dm.message"))
+        };
+        let messages: Vec<Value> = all.iter().filter(|e| is_message(e)).cloned().collect();
+        let mut files = shares(
+            &mut rng,
+            &messages,
+            conversations,
+            processes,
+            round % 2 == 0,
+        );
+        let mut conversation_events: Vec<Value> =
+            all.iter().filter(|e| !is_message(e)).cloned().collect();
+        rng.shuffle(&mut conversation_events);
+        files.push(conversation_events);
+        let mut children = Vec::new();
+        for (p, share) in files.iter().enumerate() {
+            let (chunk, connections) = settings[(round + p) % settings.len()];
+            let file = sqs_event_file(&dir, &format!("round{round}-p{p}"), share);
+            let child = tokio::process::Command::new(&mirrorctl)
+                .arg("apply")
+                .arg(&file)
+                .env("DATABASE_URL", &mirror.url)
+                .env("MIRROR_CHUNK_SIZE", chunk.to_string())
+                .env("MIRROR_MAX_CONNECTIONS", connections.to_string())
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("mirrorctl starts");
+            children.push((p, chunk, connections, child));
+        }
+        for (p, chunk, connections, child) in children {
+            let output = child.wait_with_output().await.unwrap();
+            let summary: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+            let retries = summary["retries"].as_u64().unwrap_or(0);
+            if !output.status.success() || retries != 0 {
+                failures.push(format!(
+                    "round {round} (seed {seed:#x}) process {p} (chunk {chunk}, {connections} connections): \
+                     exit {:?}, {retries} conflict retries, summary {summary}, stderr {}",
+                    output.status.code(),
+                    String::from_utf8_lossy(&output.stderr)
+                ));
+            }
+        }
+
+        let concurrent = mirror.state().await;
+        for wrong in derived_column_disagreements(&concurrent) {
+            failures.push(format!("round {round} (seed {seed:#x}): {wrong}"));
+        }
+        let sequential = Mirror::sqlite_in_memory_with(Config::default()).await;
+        sequential.apply_each(&all).await;
+        if concurrent != sequential.state().await {
+            failures.push(format!(
+                "round {round} (seed {seed:#x}): the rows differ from one sequential application"
+            ));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "{} problems in {rounds} rounds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// The smallest case that raced: one process, two connections, one event per chunk, the
+/// messages of one brand-new conversation. Both first chunks create the stub; the one that
+/// waited for the other's insert must still lock the row before it reads the messages.
+#[tokio::test]
+async fn messages_of_a_new_conversation_in_concurrent_chunks_leave_the_newest_as_last_message() {
+    let config = Config {
+        chunk_size: 1,
+        max_connections: 2,
+        ..Config::default()
+    };
+    let mut wrong = Vec::new();
+    for repetition in 0..12 {
+        let mirror = Mirror::postgres_with(config.clone()).await;
+        let events: Vec<Value> = (1..=3)
+            .map(|i| mirror_tests::message("c", &format!("m{i}"), "u1", "hi", &at(i)))
+            .collect();
+        let summary = mirror.apply(&events).await.summary();
+        assert_eq!(summary.applied, 3, "{summary:?}");
+        let row = mirror.row("dm_conversations", &["c"]).await;
+        if row["last_message_id"] != json!("m3") {
+            wrong.push(format!("repetition {repetition}: {}", row["last_message_id"]));
+        }
+    }
+    assert!(wrong.is_empty(), "last_message_id is not m3: {wrong:?}");
+}
