@@ -48,6 +48,8 @@ pub struct InvocationMetrics {
     pub stale: usize,
     pub rejected: usize,
     pub failed: usize,
+    /// Chunks retried after a write conflict.
+    pub conflict_retries: usize,
     pub batch_size: usize,
     pub cold_start: bool,
 }
@@ -66,6 +68,7 @@ impl InvocationMetrics {
             event_family: family.type_prefix().to_string(),
             batch_size: outcome.records.len(),
             cold_start,
+            conflict_retries: outcome.conflict_retries,
             ..InvocationMetrics::default()
         };
         m.sql_mirror_latency_ms = enqueue_to_commit_ms(outcome, sent_at_millis, committed_at);
@@ -114,6 +117,7 @@ impl InvocationMetrics {
                         ("stale", self.stale),
                         ("rejected", self.rejected),
                         ("failed", self.failed),
+                        ("conflict_retries", self.conflict_retries),
                         ("batch_size", self.batch_size),
                         ("cold_start", self.cold_start as usize),
                     ] {

@@ -54,6 +54,8 @@ pub struct WorkerTotals {
     pub failed: u64,
     pub dead_lettered: u64,
     pub acknowledged: u64,
+    /// Chunks retried after a write conflict.
+    pub conflict_retries: u64,
 }
 
 pub async fn run(
@@ -186,6 +188,7 @@ async fn handle_batch(
             acknowledge.push(r);
         }
     }
+    totals.conflict_retries += outcome.conflict_retries as u64;
     totals.dead_lettered += dead_lettered.len() as u64;
     totals.acknowledged += delete(client, &settings.queue_url, &acknowledge).await;
 }

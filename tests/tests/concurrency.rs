@@ -350,7 +350,10 @@ async fn messages_of_a_new_conversation_in_concurrent_chunks_leave_the_newest_as
         assert_eq!(summary.applied, 3, "{summary:?}");
         let row = mirror.row("dm_conversations", &["c"]).await;
         if row["last_message_id"] != json!("m3") {
-            wrong.push(format!("repetition {repetition}: {}", row["last_message_id"]));
+            wrong.push(format!(
+                "repetition {repetition}: {}",
+                row["last_message_id"]
+            ));
         }
     }
     assert!(wrong.is_empty(), "last_message_id is not m3: {wrong:?}");

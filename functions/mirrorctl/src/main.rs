@@ -144,6 +144,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
                     .await;
             let unreadable = BatchOutcome {
                 records: unreadable,
+                ..BatchOutcome::default()
             }
             .summary();
             summary.failed += unreadable.failed;
@@ -179,6 +180,7 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
                 Err(reason) => {
                     eprintln!("mirrorctl: {reason}");
                     BatchOutcome {
+                        conflict_retries: 0,
                         records: records
                             .into_iter()
                             .map(|r| {
@@ -190,6 +192,7 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             };
             outcome.extend(BatchOutcome {
                 records: unreadable,
+                ..BatchOutcome::default()
             });
             let summary = outcome.summary();
             print_json(&summary);

@@ -403,6 +403,8 @@ async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, St
             Written::Stale
         });
     }
+    // In key order, like every other write, so two chunks can never wait on each other here.
+    newly_applied.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
     dispatch!(tx, record_applied(&newly_applied, mirrored_at))?;
     Ok(written
         .into_iter()
@@ -442,6 +444,18 @@ pub fn plan(chunk: &[Pending]) -> (Vec<Option<Written>>, Vec<usize>) {
     }
     let winners = order.into_iter().map(|k| best[k]).collect();
     (written, winners)
+}
+
+/// Every row a chunk relies on must be locked before it is read: fewer than expected is a
+/// conflict (the chunk is retried), never a chunk applied without its locks.
+pub(super) fn check_locked(locked: i64, expected: usize) -> Result<(), StoreError> {
+    if usize::try_from(locked).ok() == Some(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "locked {locked} of {expected} conversation rows; the chunk is retried"
+        )))
+    }
 }
 
 /// A key as the two text columns both dialects bind (the second empty for a conversation).

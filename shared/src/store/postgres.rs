@@ -61,7 +61,9 @@ pub(super) async fn record_applied(
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     sqlx::query(
         "INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
-         SELECT k, t, e, i, $5 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS u(k, t, e, i)
+         SELECT k, t, e, i, $5
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(k, t, e, i, n)
+         ORDER BY n
          ON CONFLICT (idempotency_key) DO NOTHING",
     ).persistent(persistent)
     .bind(&keys)
@@ -74,6 +76,9 @@ pub(super) async fn record_applied(
     Ok(())
 }
 
+/// Locks the conversation rows `ids` (sorted, distinct), creating the missing ones as stubs,
+/// before anything of them is read: every writer of a conversation's messages or derived
+/// columns holds this lock, so each statement after it sees every committed message.
 pub(super) async fn lock_conversations(
     c: &mut PgConnection,
     persistent: bool,
@@ -83,23 +88,35 @@ pub(super) async fn lock_conversations(
     if ids.is_empty() {
         return Ok(());
     }
-    // One round trip: the CTE creates the missing stubs (rows this transaction inserts are
-    // its own until it commits) and the query locks the existing rows, in key order.
+    // One pass in key order that inserts the missing rows and locks the existing ones: ON
+    // CONFLICT DO UPDATE locks the conflicting row even when its WHERE is false (and waits
+    // for a concurrent insert of it to commit), so nothing is written to existing rows. A
+    // separate INSERT ... DO NOTHING then SELECT ... FOR UPDATE would hold new stubs while
+    // waiting for older rows (out of order: deadlocks), and one statement holding both
+    // cannot lock a row another transaction committed after the statement began (its
+    // snapshot cannot see it): the chunk would then read messages without the lock.
     sqlx::query(
-        "WITH stubs AS (
-             INSERT INTO dm_conversations (conversation_id, sync_source, mirrored_at)
-             SELECT id, 'derived', $2 FROM UNNEST($1::text[]) AS u(id)
-             ON CONFLICT (conversation_id) DO NOTHING
-         )
-         SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
-         ORDER BY conversation_id FOR UPDATE",
+        "INSERT INTO dm_conversations AS t (conversation_id, sync_source, mirrored_at)
+         SELECT u.id, 'derived', $2 FROM UNNEST($1::text[]) WITH ORDINALITY AS u(id, n)
+         ORDER BY u.n
+         ON CONFLICT (conversation_id) DO UPDATE SET sync_source = t.sync_source WHERE false",
     )
     .persistent(persistent)
     .bind(ids)
     .bind(at.as_datetime())
-    .fetch_all(c)
+    .execute(&mut *c)
     .await?;
-    Ok(())
+    // Checked, not trusted: a new statement (a new snapshot) sees every row, and re-locking
+    // rows this transaction holds does not wait.
+    let (locked,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
+                              FOR NO KEY UPDATE) AS locked",
+    )
+    .persistent(persistent)
+    .bind(ids)
+    .fetch_one(c)
+    .await?;
+    super::check_locked(locked, ids.len())
 }
 
 /// `recipient_id` is derived in the same statement from the (locked) conversation row.
@@ -125,10 +142,11 @@ pub(super) async fn upsert_messages(
                 u.sync_source, u.event_id, u.retry_count, $13
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                      $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[],
-                     $10::text[], $11::text[], $12::int4[])
+                     $10::text[], $11::text[], $12::int4[]) WITH ORDINALITY
               AS u(conversation_id, message_id, author_id, body, media, created_at, updated_at,
-                   deleted_at, content_hash, sync_source, event_id, retry_count)
+                   deleted_at, content_hash, sync_source, event_id, retry_count, n)
          LEFT JOIN dm_conversations c ON c.conversation_id = u.conversation_id
+         ORDER BY u.n
          ON CONFLICT (conversation_id, message_id) DO UPDATE SET
              author_id = EXCLUDED.author_id, recipient_id = EXCLUDED.recipient_id,
              body = EXCLUDED.body, media = EXCLUDED.media, created_at = EXCLUDED.created_at,
@@ -204,11 +222,12 @@ pub(super) async fn upsert_conversations(
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
                      $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[],
-                     $15::text[], $16::int4[])
+                     $15::text[], $16::int4[]) WITH ORDINALITY
               AS u(conversation_id, owner_id, participant_ids, doc_last_message_id,
                    doc_last_message_at, doc_last_message_preview, doc_last_message_author_id,
                    dm_pair_low, dm_pair_high, created_at, updated_at, deleted_at, content_hash,
-                   sync_source, event_id, retry_count)
+                   sync_source, event_id, retry_count, n)
+         ORDER BY u.n
          ON CONFLICT (conversation_id) DO UPDATE SET
              owner_id = EXCLUDED.owner_id, participant_ids = EXCLUDED.participant_ids,
              doc_last_message_id = EXCLUDED.doc_last_message_id,
@@ -304,11 +323,14 @@ pub(super) async fn upsert_follow_edges(
     let returned: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO follow_edges AS t (user_id, target_id, edge_type, created_at, updated_at,
              deleted_at, content_hash, sync_source, event_id, retry_count, mirrored_at)
-         SELECT u.*, $10 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[],
+         SELECT u.user_id, u.target_id, u.edge_type, u.created_at, u.updated_at, u.deleted_at,
+                u.content_hash, u.sync_source, u.event_id, u.retry_count, $10
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[],
                      $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
-                     $11::int4[])
+                     $11::int4[]) WITH ORDINALITY
               AS u(user_id, target_id, edge_type, created_at, updated_at, deleted_at,
-                   content_hash, sync_source, event_id, retry_count)
+                   content_hash, sync_source, event_id, retry_count, n)
+         ORDER BY u.n
          ON CONFLICT (user_id, target_id) DO UPDATE SET
              edge_type = EXCLUDED.edge_type, created_at = EXCLUDED.created_at,
              updated_at = EXCLUDED.updated_at, deleted_at = EXCLUDED.deleted_at,
