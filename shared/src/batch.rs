@@ -20,6 +20,20 @@ pub struct Record {
     pub receive_count: Option<u32>,
 }
 
+impl Record {
+    /// An SQS message as a record; one without a message id is called `unnamed`.
+    pub fn from_sqs(message: aws_lambda_events::event::sqs::SqsMessage, unnamed: String) -> Record {
+        Record {
+            message_id: message.message_id.unwrap_or(unnamed),
+            receive_count: message
+                .attributes
+                .get("ApproximateReceiveCount")
+                .and_then(|c| c.parse().ok()),
+            body: message.body,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Applied,
@@ -89,6 +103,9 @@ pub struct Summary {
     pub retries: usize,
     pub rejections: Vec<Problem>,
     pub failures: Vec<Problem>,
+    /// Directory entries that were not read (hidden files, subdirectories, FIFOs, devices):
+    /// not records, so they change no count and no exit code, but none passes unseen.
+    pub skipped: Vec<crate::inputs::Skipped>,
 }
 
 /// The operator's exit codes (CONTRACT.md section 5): 0 when nothing was rejected or

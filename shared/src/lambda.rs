@@ -19,23 +19,11 @@ use crate::timestamp::Timestamp;
 use crate::worker::{self, WorkerSettings};
 
 pub fn records(event: SqsEvent) -> Vec<Record> {
-    records_named(event, |i| format!("record-{i}"))
-}
-
-/// The records of an SQS event; one without a message id gets `unnamed(position)`.
-pub fn records_named(event: SqsEvent, unnamed: impl Fn(usize) -> String) -> Vec<Record> {
     event
         .records
         .into_iter()
         .enumerate()
-        .map(|(i, message)| Record {
-            message_id: message.message_id.unwrap_or_else(|| unnamed(i)),
-            receive_count: message
-                .attributes
-                .get("ApproximateReceiveCount")
-                .and_then(|c| c.parse().ok()),
-            body: message.body,
-        })
+        .map(|(i, message)| Record::from_sqs(message, format!("record-{i}")))
         .collect()
 }
 

@@ -60,6 +60,8 @@ pub struct PublishSummary {
     pub failed: usize,
     pub rejections: Vec<Problem>,
     pub failures: Vec<Problem>,
+    /// As `apply`'s: directory entries that were not read.
+    pub skipped: Vec<crate::inputs::Skipped>,
 }
 
 impl PublishSummary {

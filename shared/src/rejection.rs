@@ -29,6 +29,9 @@ pub enum Rejection {
     Misrouted(String),
     #[error("refused by the database: {0}")]
     RefusedByDatabase(String),
+    /// An input path that is not a file that can be read as events (a FIFO, a device).
+    #[error("unreadable: {0}")]
+    Unreadable(String),
 }
 
 impl Rejection {
@@ -46,6 +49,7 @@ impl Rejection {
             Rejection::FutureVersion(_) => "version in the future",
             Rejection::Misrouted(_) => "misrouted",
             Rejection::RefusedByDatabase(_) => "refused by the database",
+            Rejection::Unreadable(_) => "unreadable",
         }
     }
 }

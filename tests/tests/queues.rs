@@ -63,7 +63,7 @@ async fn published_sample_events_reach_postgres_through_the_workers() {
         let url = create_queue(&client, family.function_name(), false, &[]).await;
         destinations.by_family.insert(family, url);
     }
-    let (records, _) = inputs::read_paths(&[EVENTS.into()]);
+    let records = inputs::read_paths(&[EVENTS.into()]).records;
     let count = records.len();
     let summary = publish::publish(&client, records, &destinations, limits()).await;
     assert_eq!(
@@ -93,7 +93,7 @@ async fn published_sample_events_reach_postgres_through_the_workers() {
     direct
         .apply_each(
             &inputs::read_paths(&[EVENTS.into()])
-                .0
+                .records
                 .into_iter()
                 .map(|r| serde_json::Value::String(r.body.unwrap()))
                 .collect::<Vec<_>>(),
@@ -109,7 +109,8 @@ async fn a_poison_event_reaches_the_dead_letter_queue_with_its_reason_while_its_
     let mirror = Mirror::postgres().await;
     let queue = create_queue(&client, "dm-message", false, &[]).await;
     let dead = create_queue(&client, "dm-message-dlq", false, &[]).await;
-    let event = inputs::read_paths(&[format!("{EVENTS}/bad/dm-message-rejections.json").into()]).0;
+    let event =
+        inputs::read_paths(&[format!("{EVENTS}/bad/dm-message-rejections.json").into()]).records;
     let bad: Vec<String> = event
         .iter()
         .filter(|r| r.message_id.starts_with("bad-"))
@@ -335,7 +336,7 @@ async fn publishing_to_a_fifo_queue_sets_the_idempotency_key_and_entity_as_dedup
     };
     let first = publish::publish(
         &client,
-        inputs::read_paths(&[file.clone().into()]).0,
+        inputs::read_paths(&[file.clone().into()]).records,
         &destinations,
         limits(),
     )
@@ -343,7 +344,7 @@ async fn publishing_to_a_fifo_queue_sets_the_idempotency_key_and_entity_as_dedup
     assert_eq!(first.sent, 5);
     publish::publish(
         &client,
-        inputs::read_paths(&[file.clone().into()]).0,
+        inputs::read_paths(&[file.clone().into()]).records,
         &destinations,
         limits(),
     )
@@ -354,7 +355,7 @@ async fn publishing_to_a_fifo_queue_sets_the_idempotency_key_and_entity_as_dedup
         "SQS dropped the re-sent copies by deduplication id"
     );
     let mut expected: HashMap<String, String> = HashMap::new();
-    for record in inputs::read_paths(&[file.into()]).0 {
+    for record in inputs::read_paths(&[file.into()]).records {
         let event =
             mirror_tests::realtime_mirror::Event::parse(record.body.as_deref().unwrap(), limits())
                 .unwrap();
@@ -399,7 +400,7 @@ async fn publishing_without_a_queue_for_a_family_fails_those_events_and_says_whi
     let client = sqs();
     let summary = publish::publish(
         &client,
-        inputs::read_paths(&[format!("{EVENTS}/03-follow-edge.json").into()]).0,
+        inputs::read_paths(&[format!("{EVENTS}/03-follow-edge.json").into()]).records,
         &Destinations::default(),
         limits(),
     )

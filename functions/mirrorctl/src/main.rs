@@ -133,17 +133,21 @@ async fn run(cli: Cli) -> Result<u8, String> {
             database(cli.database_url, config, cli.command).await
         }
         Command::Publish { queue_url, paths } => {
-            let (records, unreadable) = inputs::read_paths(&paths);
+            let inputs = inputs::read_paths(&paths);
             let client = realtime_mirror::queue::client_from_env().await;
             let limits = Limits {
                 now: Timestamp::now(),
                 max_future_skew: config.max_future_skew,
             };
-            let mut summary =
-                publish::publish(&client, records, &Destinations::from_env(queue_url), limits)
-                    .await;
+            let mut summary = publish::publish(
+                &client,
+                inputs.records,
+                &Destinations::from_env(queue_url),
+                limits,
+            )
+            .await;
             let unreadable = BatchOutcome {
-                records: unreadable,
+                records: inputs.problems,
                 ..BatchOutcome::default()
             }
             .summary();
@@ -151,6 +155,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             summary.failures.extend(unreadable.failures);
             summary.rejected += unreadable.rejected;
             summary.rejections.extend(unreadable.rejections);
+            summary.skipped = inputs.skipped;
             print_json(&summary);
             Ok(summary.exit_code() as u8)
         }
@@ -173,15 +178,16 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
         .map_err(|e| format!("cannot open the mirror at {target}: {e}"));
     match command {
         Command::Apply { paths } => {
-            let (records, unreadable) = inputs::read_paths(&paths);
+            let inputs = inputs::read_paths(&paths);
             let mut outcome = match opened {
-                Ok(processor) => processor.process(records, Route::AllFamilies).await,
+                Ok(processor) => processor.process(inputs.records, Route::AllFamilies).await,
                 // Still one summary line: every record failed, and why.
                 Err(reason) => {
                     eprintln!("mirrorctl: {reason}");
                     BatchOutcome {
                         conflict_retries: 0,
-                        records: records
+                        records: inputs
+                            .records
                             .into_iter()
                             .map(|r| {
                                 RecordOutcome::new(r.message_id, Outcome::Failed(reason.clone()))
@@ -191,10 +197,11 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
                 }
             };
             outcome.extend(BatchOutcome {
-                records: unreadable,
+                records: inputs.problems,
                 ..BatchOutcome::default()
             });
-            let summary = outcome.summary();
+            let mut summary = outcome.summary();
+            summary.skipped = inputs.skipped;
             print_json(&summary);
             Ok(summary.exit_code() as u8)
         }

@@ -151,3 +151,57 @@ async fn prune_forgets_old_idempotency_keys_without_letting_old_events_back_in()
         assert!(stderr.contains("--older-than"), "{stderr}");
     }
 }
+
+fn follow_body(i: usize) -> String {
+    serde_json::json!({"eventType": "follow.edge.created", "occurredAt": "2025-01-01T00:00:00Z",
+                       "payload": {"userId": format!("u{i}"), "targetId": "t", "createdAt": "2025-01-01T00:00:00Z"}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn each_record_of_a_records_file_stands_alone_and_a_malformed_one_is_rejected_by_itself() {
+    let mirror = Mirror::sqlite().await;
+    let dir = std::env::temp_dir().join(format!("mirrorctl-records-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Three valid records and one whose body is a number.
+    let mut records: Vec<Value> = (0..3)
+        .map(|i| serde_json::json!({"messageId": format!("ok{i}"), "body": follow_body(i)}))
+        .collect();
+    records.insert(1, serde_json::json!({"messageId": "bad", "body": 5}));
+    let file = dir.join("four.json");
+    std::fs::write(&file, serde_json::json!({ "Records": records }).to_string()).unwrap();
+    let (code, summary, stderr) = mirrorctl(&mirror.url, &["apply", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        (summary["applied"].as_u64(), summary["rejected"].as_u64()),
+        (Some(3), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(summary["rejections"][0]["messageId"], "bad");
+
+    // 2,500 records, one of them with a lone surrogate escape in its body.
+    let mut text = String::from("{\"Records\": [");
+    for i in 0..2500 {
+        if i > 0 {
+            text.push(',');
+        }
+        let body = if i == 1234 {
+            "\"{\\\"eventType\\\": \\\"\\ud800\\\"}\"".to_string()
+        } else {
+            serde_json::to_string(&follow_body(10 + i)).unwrap()
+        };
+        text.push_str(&format!("{{\"messageId\": \"m{i}\", \"body\": {body}}}"));
+    }
+    text.push_str("]}");
+    let file = dir.join("many.json");
+    std::fs::write(&file, text).unwrap();
+    let (code, summary, stderr) = mirrorctl(&mirror.url, &["apply", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        (summary["applied"].as_u64(), summary["rejected"].as_u64()),
+        (Some(2499), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(summary["rejections"][0]["messageId"], "m1234");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
