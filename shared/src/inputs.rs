@@ -254,11 +254,7 @@ fn read_json_lines(file: File, name: &str, inputs: &mut Inputs) {
         if line.len() > MAX_BODY_BYTES && !line.ends_with(b"\n") {
             // Pass over the rest of the line without keeping it.
             let mut length = line.len() as u64;
-            loop {
-                let buffer = match reader.fill_buf() {
-                    Ok(b) => b,
-                    Err(_) => break,
-                };
+            while let Ok(buffer) = reader.fill_buf() {
                 if buffer.is_empty() {
                     break;
                 }
