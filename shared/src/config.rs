@@ -104,19 +104,19 @@ impl Config {
                 .unwrap_or(defaults.database_url),
             max_connections: match get("MIRROR_MAX_CONNECTIONS") {
                 None => defaults.max_connections,
-                Some(v) => positive("MIRROR_MAX_CONNECTIONS", &v)? as u32,
+                Some(v) => whole("MIRROR_MAX_CONNECTIONS", &v, MAX_CONNECTIONS_RANGE)? as u32,
             },
             max_future_skew: match get("MIRROR_MAX_FUTURE_SKEW") {
                 None => defaults.max_future_skew,
-                Some(v) => duration("MIRROR_MAX_FUTURE_SKEW", &v)?,
+                Some(v) => duration_in("MIRROR_MAX_FUTURE_SKEW", &v, MAX_FUTURE_SKEW_RANGE)?,
             },
             chunk_size: match get("MIRROR_CHUNK_SIZE") {
                 None => defaults.chunk_size,
-                Some(v) => positive("MIRROR_CHUNK_SIZE", &v)? as usize,
+                Some(v) => whole("MIRROR_CHUNK_SIZE", &v, CHUNK_SIZE_RANGE)? as usize,
             },
             db_timeout: match get("MIRROR_DB_TIMEOUT") {
                 None => defaults.db_timeout,
-                Some(v) => duration("MIRROR_DB_TIMEOUT", &v)?,
+                Some(v) => duration_in("MIRROR_DB_TIMEOUT", &v, DB_TIMEOUT_RANGE)?,
             },
             migrate_on_start: boolean(
                 "MIRROR_MIGRATE",
@@ -149,17 +149,63 @@ fn boolean(
     }
 }
 
-fn positive(variable: &'static str, value: &str) -> Result<u64, ConfigError> {
+/// `MIRROR_MAX_CONNECTIONS`: a PostgreSQL server allows 100 connections by default, and
+/// Lambda multiplies this by the concurrent executions.
+pub const MAX_CONNECTIONS_RANGE: (u64, u64) = (1, 1000);
+/// `MIRROR_CHUNK_SIZE`: up to the largest Lambda SQS batch (10,000).
+pub const CHUNK_SIZE_RANGE: (u64, u64) = (1, 10_000);
+/// `MIRROR_MAX_FUTURE_SKEW`: from none at all to 30 days.
+pub const MAX_FUTURE_SKEW_RANGE: (Duration, Duration) =
+    (Duration::ZERO, Duration::from_secs(30 * 86_400));
+/// `MIRROR_DB_TIMEOUT`: from 100 ms to a Lambda function's longest run (15 minutes).
+pub const DB_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(15 * 60));
+
+fn whole(variable: &'static str, value: &str, (low, high): (u64, u64)) -> Result<u64, ConfigError> {
     match value.trim().parse::<u64>() {
-        Ok(n) if (1..=u32::MAX as u64).contains(&n) => Ok(n),
+        Ok(n) if (low..=high).contains(&n) => Ok(n),
         _ => Err(ConfigError {
             variable,
-            problem: format!("is {value:?}; expected a whole number of at least 1"),
+            problem: format!("is {value:?}; expected a whole number from {low} to {high}"),
         }),
     }
 }
 
-/// `900`, `900s`, `15m`, `1h` or `250ms`; a bare number is seconds.
+fn duration_in(
+    variable: &'static str,
+    value: &str,
+    (low, high): (Duration, Duration),
+) -> Result<Duration, ConfigError> {
+    let d = duration(variable, value)?;
+    if (low..=high).contains(&d) {
+        Ok(d)
+    } else {
+        Err(ConfigError {
+            variable,
+            problem: format!(
+                "is {value:?}; expected a duration from {} to {}",
+                show(low),
+                show(high)
+            ),
+        })
+    }
+}
+
+/// A duration in the largest unit that divides it.
+fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    match ms {
+        0 => "0s".into(),
+        ms if ms % 86_400_000 == 0 => format!("{}d", ms / 86_400_000),
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// `900`, `900s`, `15m`, `1h`, `2d` or `250ms`; a bare number is seconds. A number too large
+/// for its unit is an error, never a wrapped value.
 pub fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
     let value = value.trim();
     let split = value
@@ -168,14 +214,18 @@ pub fn duration(variable: &'static str, value: &str) -> Result<Duration, ConfigE
     let (number, unit) = value.split_at(split);
     let bad = || ConfigError {
         variable,
-        problem: format!("is {value:?}; expected a duration such as 900, 900s, 15m, 1h or 250ms"),
+        problem: format!(
+            "is {value:?}; expected a duration such as 900, 900s, 15m, 1h, 2d or 250ms"
+        ),
     };
     let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = |per: u64| n.checked_mul(per).map(Duration::from_secs).ok_or_else(bad);
     match unit {
-        "" | "s" => Ok(Duration::from_secs(n)),
+        "" | "s" => seconds(1),
         "ms" => Ok(Duration::from_millis(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        "d" => seconds(86_400),
         _ => Err(bad()),
     }
 }
@@ -208,5 +258,74 @@ mod tests {
         let e = Config::from_lookup(|n| (n == "MIRROR_MAX_CONNECTIONS").then(|| "0".into()))
             .unwrap_err();
         assert_eq!(e.variable, "MIRROR_MAX_CONNECTIONS");
+    }
+
+    /// The error for `variable=value`, or None when it is accepted.
+    fn refusal(variable: &str, value: &str) -> Option<String> {
+        Config::from_lookup(|n| (n == variable).then(|| value.to_string()))
+            .err()
+            .map(|e| {
+                assert_eq!(e.variable, variable);
+                e.to_string()
+            })
+    }
+
+    #[test]
+    fn every_setting_is_range_checked_at_start_with_its_name_and_range() {
+        for (variable, accepted, refused, range) in [
+            (
+                "MIRROR_MAX_CONNECTIONS",
+                ["1", "1000"],
+                ["0", "1001"],
+                "from 1 to 1000",
+            ),
+            (
+                "MIRROR_CHUNK_SIZE",
+                ["1", "10000"],
+                ["0", "10001"],
+                "from 1 to 10000",
+            ),
+            (
+                "MIRROR_MAX_FUTURE_SKEW",
+                ["0", "30d"],
+                ["31d", "720h1"],
+                "from 0s to 30d",
+            ),
+            (
+                "MIRROR_DB_TIMEOUT",
+                ["100ms", "15m"],
+                ["99ms", "901"],
+                "from 100ms to 15m",
+            ),
+        ] {
+            for value in accepted {
+                assert_eq!(refusal(variable, value), None, "{variable}={value}");
+            }
+            for value in refused {
+                let why = refusal(variable, value).expect(value);
+                assert!(why.contains(variable), "{why}");
+                assert!(why.contains(range) || why.contains("such as"), "{why}");
+            }
+        }
+        for variable in ["MIRROR_MIGRATE", "MIRROR_STATEMENT_CACHE"] {
+            assert!(refusal(variable, "maybe")
+                .unwrap()
+                .contains("true or false"));
+        }
+    }
+
+    #[test]
+    fn durations_too_large_for_their_unit_are_errors_not_wrapped_values() {
+        // 5124095576030432 h is more seconds than a u64 holds; it once wrapped to about an hour.
+        for value in [
+            "100000000000000",
+            "5124095576030432h",
+            "18446744073709551616",
+        ] {
+            let why = refusal("MIRROR_MAX_FUTURE_SKEW", value).expect(value);
+            assert!(why.contains("MIRROR_MAX_FUTURE_SKEW"), "{why}");
+        }
+        assert!(duration("X", "5124095576030432h").is_err());
+        assert_eq!(duration("X", "2d").unwrap(), Duration::from_secs(172_800));
     }
 }

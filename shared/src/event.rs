@@ -321,9 +321,11 @@ impl Event {
             };
             (version, document)
         };
-        let horizon = limits.now.as_datetime()
-            + chrono::Duration::from_std(limits.max_future_skew).unwrap_or(chrono::Duration::MAX);
-        if version.as_datetime() > horizon {
+        // Checked: a horizon past the end of time lets every version through.
+        let horizon = chrono::Duration::from_std(limits.max_future_skew)
+            .ok()
+            .and_then(|skew| limits.now.as_datetime().checked_add_signed(skew));
+        if horizon.is_some_and(|horizon| version.as_datetime() > horizon) {
             return Err(Rejection::FutureVersion(format!(
                 "version {version} is more than {}s ahead of now ({})",
                 limits.max_future_skew.as_secs(),

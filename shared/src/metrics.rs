@@ -30,7 +30,7 @@ pub fn enqueue_to_commit_ms(
         .iter()
         .filter(|r| r.outcome == Outcome::Applied)
         .filter_map(|r| sent_at_millis.get(&r.message_id))
-        .map(|sent| (committed - sent).max(0) as f64)
+        .map(|sent| committed.saturating_sub(*sent).max(0) as f64)
         .collect()
 }
 

@@ -207,7 +207,10 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
         }
         Command::Prune { older_than } => {
             let age = age(&older_than)?;
-            let before = Timestamp::new(Timestamp::now().as_datetime() - age)
+            let before = Timestamp::now()
+                .as_datetime()
+                .checked_sub_signed(age)
+                .and_then(Timestamp::new)
                 .ok_or_else(|| format!("--older-than {older_than} reaches before year 1"))?;
             let deleted = opened?
                 .store()
@@ -259,7 +262,9 @@ fn age(text: &str) -> Result<chrono::Duration, String> {
             ))
         }
     };
-    Ok(chrono::Duration::seconds(n.saturating_mul(seconds)))
+    n.checked_mul(seconds)
+        .and_then(chrono::Duration::try_seconds)
+        .ok_or_else(|| format!("--older-than {text:?} reaches before year 1"))
 }
 
 async fn dead_letters(

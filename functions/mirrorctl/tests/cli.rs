@@ -205,3 +205,41 @@ async fn each_record_of_a_records_file_stands_alone_and_a_malformed_one_is_rejec
     assert_eq!(summary["rejections"][0]["messageId"], "m1234");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn settings_out_of_range_stop_mirrorctl_with_the_variable_and_its_range_never_a_panic() {
+    for (variable, value) in [
+        ("MIRROR_MAX_FUTURE_SKEW", "100000000000000"),
+        ("MIRROR_MAX_FUTURE_SKEW", "5124095576030432h"),
+        ("MIRROR_CHUNK_SIZE", "0"),
+        ("MIRROR_MAX_CONNECTIONS", "100000"),
+        ("MIRROR_DB_TIMEOUT", "1ms"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mirrorctl"))
+            .args(["apply", &format!("{EVENTS}/envelopes")])
+            .env("DATABASE_URL", "sqlite::memory:")
+            .env(variable, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{variable}={value}: {stderr}"
+        );
+        assert!(
+            stderr.contains(variable) && stderr.contains("expected"),
+            "{stderr}"
+        );
+    }
+    for age in ["99999999999999999d", "9223372036854775807s"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mirrorctl"))
+            .args(["prune", "--older-than", age])
+            .env("DATABASE_URL", "sqlite::memory:")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{age}: {stderr}");
+        assert!(stderr.contains("--older-than"), "{stderr}");
+    }
+}
