@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgConnection, PgPool, SqliteConnection, SqlitePool};
+use sqlx::{Connection, PgConnection, PgPool, SqliteConnection, SqlitePool};
 
 use crate::config::{Config, DatabaseUrl};
 use crate::event::{Document, EntityKey, Event, Family, Rank};
@@ -239,26 +239,35 @@ impl Store {
     }
 
     /// Applies one chunk of events of one family in one transaction; on error nothing of the
-    /// chunk is committed.
+    /// chunk is committed, and the connection goes back to the pool only if its transaction
+    /// was ended cleanly.
     pub async fn apply(&self, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
         if chunk.is_empty() {
             return Ok(Vec::new());
         }
         match self {
             Store::Postgres(pool, statements) => {
-                let mut tx = pool.begin().await?;
+                let mut connection = pool.acquire().await?;
                 let persistent = *statements == PreparedStatements::Cached;
-                let written = apply_in(&mut Tx::Postgres(&mut tx, persistent), chunk).await?;
-                tx.commit().await?;
-                Ok(written)
+                let mut tx = connection.begin().await?;
+                let result = apply_in(&mut Tx::Postgres(&mut tx, persistent), chunk).await;
+                let ended = end(tx, result).await;
+                if ended.is_err() && !connection.is_clean() {
+                    connection.close_on_drop();
+                }
+                ended
             }
             Store::Sqlite(pool) => {
+                let mut connection = pool.acquire().await?;
                 // IMMEDIATE takes the write lock up front, so two writers never deadlock
                 // upgrading a read lock.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let written = apply_in(&mut Tx::Sqlite(&mut tx), chunk).await?;
-                tx.commit().await?;
-                Ok(written)
+                let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
+                let result = apply_in(&mut Tx::Sqlite(&mut tx), chunk).await;
+                let ended = end(tx, result).await;
+                if ended.is_err() && !connection.is_clean() {
+                    connection.close_on_drop();
+                }
+                ended
             }
         }
     }
@@ -298,6 +307,39 @@ impl Store {
             snapshot.tables.insert(table.name.to_string(), rows);
         }
         Ok(snapshot)
+    }
+}
+
+/// Commits on success; on failure rolls back, and reports whether that worked. SQLite rolls a
+/// transaction back by itself on some errors (a full disk during a statement it cannot undo
+/// alone, or at commit), after which the driver's own ROLLBACK fails and the driver still
+/// counts the transaction as open: such a connection must not serve another chunk.
+async fn end<DB: sqlx::Database>(
+    tx: sqlx::Transaction<'_, DB>,
+    result: Result<Vec<Written>, StoreError>,
+) -> Result<Vec<Written>, StoreError> {
+    match result {
+        Ok(written) => {
+            tx.commit().await?;
+            Ok(written)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "the failed chunk could not be rolled back; its connection is closed");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Whether a pooled connection can serve the next chunk: no transaction left open.
+trait Clean {
+    fn is_clean(&self) -> bool;
+}
+
+impl<DB: sqlx::Database> Clean for sqlx::pool::PoolConnection<DB> {
+    fn is_clean(&self) -> bool {
+        !sqlx::Connection::is_in_transaction(&**self)
     }
 }
 
