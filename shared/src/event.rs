@@ -414,41 +414,48 @@ pub fn canonical_document(key: &EntityKey, document: &Document) -> Value {
     object
 }
 
-/// JSON with object keys sorted by their UTF-8 bytes and no insignificant white space,
-/// whatever map ordering serde_json was built with.
+/// The canonical JSON text of a value: RFC 8785, the JSON Canonicalization Scheme (object
+/// keys sorted by their UTF-16 code units, no insignificant white space, the minimal string
+/// escapes, and every number written as ECMAScript writes the double it denotes: `-0` is
+/// `0`, `4.50` is `4.5`, `1e300` is `1e+300`, integers beyond 2^53 are rounded to a double).
+/// What is hashed is this text, and it is what both stores keep.
 pub fn canonical_json(value: &Value) -> String {
-    fn write(value: &Value, out: &mut String) {
-        match value {
-            Value::Object(map) => {
-                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-                entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-                out.push('{');
-                for (i, (key, item)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(&Value::String(key.clone()).to_string());
-                    out.push(':');
-                    write(item, out);
-                }
-                out.push('}');
+    serde_json_canonicalizer::to_string(value)
+        .expect("a serde_json value has no NaN or infinity, so it always canonicalises")
+}
+
+/// The largest integer a double holds exactly (2^53 − 1): JSON canonicalisation (RFC 8785)
+/// writes every number as the double it denotes.
+const MAX_EXACT_INTEGER: u64 = (1 << 53) - 1;
+
+/// Refuses an integer the canonical form could not keep exactly (it would be rounded to a
+/// double: 12345678901234567890 becomes 12345678901234567000), naming where it is. A mirror
+/// must not change a value silently; such a value travels as a string.
+fn exact_numbers(path: &str, value: &Value) -> Result<(), Rejection> {
+    match value {
+        Value::Number(n) => {
+            let too_large = match (n.as_u64(), n.as_i64()) {
+                (Some(u), _) => u > MAX_EXACT_INTEGER,
+                (None, Some(i)) => i.unsigned_abs() > MAX_EXACT_INTEGER,
+                (None, None) => false,
+            };
+            if too_large {
+                return Err(Rejection::InvalidField(format!(
+                    "{path} is an integer beyond 2^53 − 1, which the canonical JSON form \
+                     (RFC 8785) cannot keep exactly; send it as a string"
+                )));
             }
-            Value::Array(items) => {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write(item, out);
-                }
-                out.push(']');
-            }
-            scalar => out.push_str(&scalar.to_string()),
+            Ok(())
         }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| exact_numbers(&format!("{path}[{i}]"), item)),
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(key, item)| exact_numbers(&format!("{path}.{}", clip(key)), item)),
+        _ => Ok(()),
     }
-    let mut out = String::new();
-    write(value, &mut out);
-    out
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -602,7 +609,10 @@ fn upsert_document(
                 Rejection::InvalidField("payload.authorId (alias senderId) is missing".into())
             })?,
             body: fields.string(&["body", "content", "text"])?,
-            media: fields.any("media").map(canonical_json),
+            media: fields
+                .any("media")
+                .map(|media| exact_numbers("payload.media", media).map(|()| canonical_json(media)))
+                .transpose()?,
             created_at: fields
                 .timestamp("createdAt")?
                 .ok_or_else(|| Rejection::InvalidField("payload.createdAt is missing".into()))?,
@@ -710,5 +720,96 @@ impl Fields<'_> {
                     .map_err(|e| Rejection::InvalidField(format!("payload.{name} {e}")))
             })
             .transpose()
+    }
+}
+
+/// Fixed vectors: the canonical form, content hash and idempotency key are what other
+/// publishers reproduce (the key is the FIFO deduplication id). The expected values come
+/// from RFC 8785 itself and from Python's `rfc8785` package with `hashlib`, not from this
+/// code.
+#[cfg(test)]
+mod golden_vectors {
+    use super::*;
+
+    #[test]
+    fn canonical_json_is_rfc_8785_as_in_its_own_example() {
+        // RFC 8785 section 3.2.2.
+        let input = r#"{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+            "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/", "literals": [null, true, false]}"#;
+        let value: Value = serde_json::from_str(input).unwrap();
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    const MEDIA: &str = r#"{"duration": -0.0, "big": 1.5e300, "small": 1e-7, "count": 9007199254740991,
+        "ratio": 4.50, "name": "clip \u00e9", "z": [1, 2.0], "\ud83d\ude00": 1, "\ufb01": 2}"#;
+
+    fn event() -> Event {
+        let body = format!(
+            r#"{{"eventType": "dm.message.create", "occurredAt": "2025-10-08T12:34:00Z",
+                "payload": {{"conversationId": "c1", "messageId": "m1", "senderId": "u1",
+                             "text": "hello", "media": {MEDIA}, "createdAt": 1759926840000}}}}"#
+        );
+        let limits = Limits {
+            now: Timestamp::parse_rfc3339("2025-10-08T12:34:00Z").unwrap(),
+            max_future_skew: Duration::from_secs(900),
+        };
+        Event::parse(&body, limits).unwrap()
+    }
+
+    #[test]
+    fn the_content_hash_and_idempotency_key_are_pinned() {
+        let event = event();
+        assert_eq!(
+            canonical_json(&canonical_document(&event.key, &event.document)),
+            r#"{"authorId":"u1","body":"hello","conversationId":"c1","createdAt":"2025-10-08T12:34:00.000000Z","media":{"big":1.5e+300,"count":9007199254740991,"duration":0,"name":"clip é","ratio":4.5,"small":1e-7,"z":[1,2],"😀":1,"ﬁ":2},"messageId":"m1","updatedAt":null}"#
+        );
+        assert_eq!(
+            event.content_hash,
+            "90aa75b64f0616865bee436a539c62e632a25e7a00035d02991ea50d8d430fc7"
+        );
+        assert_eq!(
+            event.idempotency_key,
+            "f12d9a12642e315241e41aa2bf4dcde551ddaf20d6e5ba3cab306baeb8dc22cb"
+        );
+    }
+
+    #[test]
+    fn media_is_kept_in_exactly_the_canonical_form_that_was_hashed() {
+        let Document::Message(m) = event().document else {
+            panic!("a message")
+        };
+        assert_eq!(
+            m.media.as_deref(),
+            Some(
+                r#"{"big":1.5e+300,"count":9007199254740991,"duration":0,"name":"clip é","ratio":4.5,"small":1e-7,"z":[1,2],"😀":1,"ﬁ":2}"#
+            )
+        );
+    }
+
+    #[test]
+    fn media_integers_a_double_cannot_hold_are_rejected_not_rounded() {
+        for big in [
+            "9007199254740992",
+            "12345678901234567890",
+            "-9007199254740992",
+        ] {
+            let body = format!(
+                r#"{{"eventType": "dm.message.created", "occurredAt": "2025-10-08T12:34:00Z",
+                    "payload": {{"conversationId": "c1", "messageId": "m1", "authorId": "u1",
+                                 "media": {{"ids": [1, {big}]}}, "createdAt": "2025-10-08T12:34:00Z"}}}}"#
+            );
+            let limits = Limits {
+                now: Timestamp::now(),
+                max_future_skew: Duration::from_secs(900),
+            };
+            let why = Event::parse(&body, limits).unwrap_err().to_string();
+            assert!(
+                why.contains("payload.media.ids[1]") && why.contains("2^53"),
+                "{why}"
+            );
+        }
     }
 }

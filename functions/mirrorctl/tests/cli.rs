@@ -243,3 +243,91 @@ fn settings_out_of_range_stop_mirrorctl_with_the_variable_and_its_range_never_a_
         assert!(stderr.contains("--older-than"), "{stderr}");
     }
 }
+
+#[tokio::test]
+async fn dump_is_identical_on_both_stores_whatever_numbers_media_holds() {
+    let dir = std::env::temp_dir().join(format!("mirrorctl-media-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let media = [
+        r#"{"duration": -0.0}"#,
+        r#"{"big": 1.5e300, "small": 1e-7, "tiny": 5e-324, "max": 1.7976931348623157e308}"#,
+        r#"{"count": 9007199254740991, "negative": -9007199254740991, "ratio": 4.50}"#,
+        r#"[0.1, 1E30, 333333333.33333329, -1e-7, 100, 1e21, 1e20]"#,
+        r#"{"nested": {"b": [1.0, {"a": -0}], "a": "\u00e9\ud83d\ude00"}}"#,
+    ];
+    let lines: Vec<String> = media
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            format!(
+                r#"{{"eventType": "dm.message.created", "occurredAt": "2025-01-01T00:00:00Z", "payload": {{"conversationId": "c", "messageId": "m{i}", "authorId": "u", "media": {m}, "createdAt": "2025-01-01T00:00:0{i}Z"}}}}"#
+            )
+        })
+        .collect();
+    let file = dir.join("media.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let sqlite = Mirror::sqlite().await;
+    let postgres = Mirror::postgres().await;
+    let mut dumps = Vec::new();
+    for mirror in [&sqlite, &postgres] {
+        let (code, summary, stderr) = mirrorctl(&mirror.url, &["apply", file.to_str().unwrap()]);
+        assert_eq!(code, 0, "{summary} {stderr}");
+        assert_eq!(summary["applied"], media.len(), "{summary}");
+        let output = Command::new(env!("CARGO_BIN_EXE_mirrorctl"))
+            .arg("dump")
+            .env("DATABASE_URL", &mirror.url)
+            .output()
+            .unwrap();
+        let dump: Value = serde_json::from_slice(&output.stdout).unwrap();
+        // Bookkeeping (mirrored_at) differs by design.
+        let rows: Vec<Value> = dump["dm_messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::json!([r["message_id"], r["media"]]))
+            .collect();
+        dumps.push(serde_json::to_string(&rows).unwrap());
+    }
+    assert_eq!(
+        dumps[0], dumps[1],
+        "dump differs between SQLite and PostgreSQL"
+    );
+    assert!(dumps[0].contains(r#"{"duration":0}"#), "{}", dumps[0]);
+
+    // What each store keeps is the canonical text that was hashed: SQLite the text itself,
+    // PostgreSQL's jsonb the same values.
+    let canonical: Vec<String> = media
+        .iter()
+        .map(|m| {
+            mirror_tests::realtime_mirror::event::canonical_json(&serde_json::from_str(m).unwrap())
+        })
+        .collect();
+    let mirror_tests::realtime_mirror::Store::Sqlite(pool) = sqlite.store() else {
+        unreachable!()
+    };
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT media FROM dm_messages ORDER BY message_id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, canonical);
+    assert_eq!(stored[0], r#"{"duration":0}"#);
+    assert_eq!(
+        stored[1],
+        r#"{"big":1.5e+300,"max":1.7976931348623157e+308,"small":1e-7,"tiny":5e-324}"#
+    );
+    let mirror_tests::realtime_mirror::Store::Postgres(pool, _) = postgres.store() else {
+        unreachable!()
+    };
+    for (i, text) in canonical.iter().enumerate() {
+        let equal: bool =
+            sqlx::query_scalar("SELECT media = $1::jsonb FROM dm_messages WHERE message_id = $2")
+                .bind(text)
+                .bind(format!("m{i}"))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert!(equal, "PostgreSQL keeps other values than {text}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
