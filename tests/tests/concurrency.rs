@@ -2,7 +2,8 @@
 //! only several connections of one pool) apply overlapping, shuffled shares of the messages
 //! of brand-new conversations together with the conversations' own events, at once, at
 //! several chunk sizes and connection counts. Every round must end with
-//! - every process exiting 0, with no chunk retried after a deadlock (none can arise: locks
+//! - every process exiting 0 (an operator's `mirrorctl repair` running alongside too), with
+//!   no chunk retried after a deadlock (none can arise: locks
 //!   are taken in one total order, conversations before messages, each in key order);
 //! - derived columns (`last_message_*`, `recipient_id`) that agree with the rows themselves;
 //! - the same rows as one sequential application of the same events.
@@ -12,8 +13,7 @@
 use std::process::Stdio;
 
 use mirror_tests::realtime_mirror::config::Config;
-use mirror_tests::realtime_mirror::store::Snapshot;
-use mirror_tests::{canonical, new_schema, workspace_binary, Mirror};
+use mirror_tests::{canonical, derived_column_disagreements, new_schema, workspace_binary, Mirror};
 use serde_json::{json, Value};
 
 /// A small deterministic generator (splitmix64), so a failing round can be replayed by seed.
@@ -158,80 +158,6 @@ fn sqs_event_file(dir: &std::path::Path, name: &str, events: &[Value]) -> std::p
     path
 }
 
-/// The derived columns recomputed from the rows themselves; one line per disagreement.
-fn derived_column_disagreements(snapshot: &Snapshot) -> Vec<String> {
-    let mut wrong = Vec::new();
-    let messages = snapshot.rows("dm_messages");
-    for c in snapshot.rows("dm_conversations") {
-        let id = &c["conversation_id"];
-        let of_conversation: Vec<&Value> = messages
-            .iter()
-            .filter(|m| &m["conversation_id"] == id)
-            .collect();
-        if of_conversation.is_empty() {
-            continue;
-        }
-        let newest = of_conversation
-            .iter()
-            .filter(|m| m["deleted_at"].is_null())
-            .max_by(|x, y| {
-                let key = |m: &Value| {
-                    (
-                        m["created_at"].as_str().unwrap().to_string(),
-                        m["message_id"].as_str().unwrap().to_string(),
-                    )
-                };
-                key(x).cmp(&key(y))
-            });
-        let expected = match (c["deleted_at"].is_null(), newest) {
-            (true, Some(m)) => json!([
-                m["message_id"],
-                m["created_at"],
-                m["author_id"],
-                m["body"]
-                    .as_str()
-                    .map(|b| b.chars().take(140).collect::<String>())
-            ]),
-            _ => json!([null, null, null, null]),
-        };
-        let actual = json!([
-            c["last_message_id"],
-            c["last_message_at"],
-            c["last_message_author_id"],
-            c["last_message_preview"]
-        ]);
-        if expected != actual {
-            wrong.push(format!(
-                "conversation {id}: last_message_* {actual} but the rows say {expected}"
-            ));
-        }
-        let participants: Vec<&str> = c["participant_ids"]
-            .as_array()
-            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let mut distinct = participants.clone();
-        distinct.sort_unstable();
-        distinct.dedup();
-        for m in &of_conversation {
-            let author = m["author_id"].as_str();
-            let expected = match author {
-                Some(author) if m["deleted_at"].is_null() && distinct.len() == 2 => distinct
-                    .iter()
-                    .position(|p| *p == author)
-                    .map(|i| distinct[1 - i]),
-                _ => None,
-            };
-            if m["recipient_id"].as_str() != expected {
-                wrong.push(format!(
-                    "message {id}/{}: recipient_id {} but participants {participants:?} say {expected:?}",
-                    m["message_id"], m["recipient_id"]
-                ));
-            }
-        }
-    }
-    wrong
-}
-
 #[tokio::test]
 async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadlocks() {
     let rounds: usize = std::env::var("MIRROR_TEST_CONCURRENCY_ROUNDS")
@@ -279,6 +205,16 @@ async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadloc
         rng.shuffle(&mut conversation_events);
         files.push(conversation_events);
         let mut children = Vec::new();
+        // And an operator's repair, racing the writers: it takes their locks in their order.
+        let repair = tokio::process::Command::new(&mirrorctl)
+            .args(["repair"])
+            .env("DATABASE_URL", &mirror.url)
+            .env("MIRROR_CHUNK_SIZE", "3")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mirrorctl starts");
         for (p, share) in files.iter().enumerate() {
             let (chunk, connections) = settings[(round + p) % settings.len()];
             let file = sqs_event_file(&dir, &format!("round{round}-p{p}"), share);
@@ -307,6 +243,15 @@ async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadloc
                     String::from_utf8_lossy(&output.stderr)
                 ));
             }
+        }
+
+        let repaired = repair.wait_with_output().await.unwrap();
+        if !repaired.status.success() {
+            failures.push(format!(
+                "round {round} (seed {seed:#x}): repair exited {:?}: {}",
+                repaired.status.code(),
+                String::from_utf8_lossy(&repaired.stderr)
+            ));
         }
 
         let concurrent = mirror.state().await;

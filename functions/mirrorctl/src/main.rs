@@ -37,6 +37,15 @@ enum Command {
     },
     /// Print every mirrored row as JSON, in one form for both stores (for comparing them).
     Dump,
+    /// Recompute the derived columns (last_message_*, recipient_id) of every conversation, or
+    /// of the --conversation ones, and print how many were wrong. Safe while live writers
+    /// run (it takes their locks, in their order); a second run changes nothing. Nothing is
+    /// announced to devices.
+    Repair {
+        /// Only this conversation (repeatable).
+        #[arg(long = "conversation", value_name = "ID")]
+        conversations: Vec<String>,
+    },
     /// Forget the idempotency keys of events applied longer ago than --older-than (the
     /// table of applied keys grows with every event). Rows never change because of it: a
     /// later copy of such an event is still kept out by its version.
@@ -129,9 +138,11 @@ fn print_json<T: serde::Serialize>(value: &T) {
 async fn run(cli: Cli) -> Result<u8, String> {
     let config = Config::from_env().map_err(|e| e.to_string())?;
     match cli.command {
-        Command::Migrate | Command::Apply { .. } | Command::Dump | Command::Prune { .. } => {
-            database(cli.database_url, config, cli.command).await
-        }
+        Command::Migrate
+        | Command::Apply { .. }
+        | Command::Dump
+        | Command::Prune { .. }
+        | Command::Repair { .. } => database(cli.database_url, config, cli.command).await,
         Command::Publish { queue_url, paths } => {
             let inputs = inputs::read_paths(&paths);
             let client = realtime_mirror::queue::client_from_env().await;
@@ -172,6 +183,7 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
     config.database_url = DatabaseUrl::new(url);
     // Every command works on a migrated schema; `migrate` is the explicit form.
     config.migrate_on_start = true;
+    let chunk_size = config.chunk_size;
     let target = config.database_url.to_string();
     let opened = Processor::connect(config)
         .await
@@ -220,6 +232,17 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             print_json(
                 &serde_json::json!({ "pruned": deleted, "appliedBefore": before.to_string() }),
             );
+            Ok(0)
+        }
+        Command::Repair { conversations } => {
+            let processor = opened?;
+            let only = (!conversations.is_empty()).then_some(conversations);
+            let repaired = processor
+                .store()
+                .repair(only, chunk_size)
+                .await
+                .map_err(|e| format!("repair stopped: {e}; what was repaired so far is committed, and running it again is safe"))?;
+            print_json(&repaired);
             Ok(0)
         }
         Command::Dump => {

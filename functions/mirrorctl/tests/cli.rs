@@ -331,3 +331,29 @@ async fn dump_is_identical_on_both_stores_whatever_numbers_media_holds() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn repair_prints_what_it_changed_and_a_second_run_changes_nothing() {
+    let mirror = Mirror::sqlite().await;
+    let (code, _, stderr) = mirrorctl(&mirror.url, &["apply", EVENTS]);
+    assert_eq!(code, 0, "{stderr}");
+    let right = mirror.state().await;
+    mirror
+        .execute("", "UPDATE dm_conversations SET last_message_preview = 'wrong' WHERE last_message_id IS NOT NULL")
+        .await;
+    let (code, first, stderr) = mirrorctl(&mirror.url, &["repair"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(first["conversationsChanged"].as_u64() > Some(0), "{first}");
+    assert_eq!(mirror.state().await, right);
+    let (code, second, _) = mirrorctl(&mirror.url, &["repair"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (
+            second["conversationsChanged"].as_u64(),
+            second["messagesChanged"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{second}"
+    );
+    assert_eq!(second["conversations"], first["conversations"]);
+}

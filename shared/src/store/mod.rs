@@ -239,18 +239,77 @@ impl Store {
     }
 
     /// Applies one chunk of events of one family in one transaction; on error nothing of the
-    /// chunk is committed, and the connection goes back to the pool only if its transaction
-    /// was ended cleanly.
+    /// chunk is committed.
     pub async fn apply(&self, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
         if chunk.is_empty() {
             return Ok(Vec::new());
         }
+        match self.transact(Work::Apply(chunk)).await? {
+            Done::Written(written) => Ok(written),
+            Done::Repaired(_) => unreachable!("apply writes events"),
+        }
+    }
+
+    /// Recomputes the derived columns (`last_message_*`, `recipient_id`) of `only` these
+    /// conversations, or of all of them, in key order, `page` conversations per
+    /// transaction. Each transaction takes the writers' locks in their order, so it is safe
+    /// while live writers run; it writes only what differs, so a second run changes nothing.
+    /// Never announces anything: it changes no event's effect, only derived values.
+    pub async fn repair(
+        &self,
+        only: Option<Vec<String>>,
+        page: usize,
+    ) -> Result<Repaired, StoreError> {
+        let page = page.max(1);
+        let mut total = Repaired::default();
+        let mut add = |done: Done| {
+            if let Done::Repaired(r) = done {
+                total.conversations += r.conversations;
+                total.conversations_changed += r.conversations_changed;
+                total.messages_changed += r.messages_changed;
+            }
+        };
+        match only {
+            Some(ids) => {
+                let ids: Vec<String> = ids
+                    .into_iter()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                for ids in ids.chunks(page) {
+                    add(self.transact(Work::Repair(ids)).await?);
+                }
+            }
+            None => {
+                let mut after = String::new();
+                loop {
+                    let limit = i64::try_from(page).unwrap_or(i64::MAX);
+                    let ids = match self {
+                        Store::Postgres(pool, _) => {
+                            postgres::conversation_ids_after(pool, &after, limit).await?
+                        }
+                        Store::Sqlite(pool) => {
+                            sqlite::conversation_ids_after(pool, &after, limit).await?
+                        }
+                    };
+                    let Some(last) = ids.last() else { break };
+                    after = last.clone();
+                    add(self.transact(Work::Repair(&ids)).await?);
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Runs `work` in one transaction. The connection goes back to the pool only if its
+    /// transaction was ended cleanly.
+    async fn transact(&self, work: Work<'_>) -> Result<Done, StoreError> {
         match self {
             Store::Postgres(pool, statements) => {
                 let mut connection = pool.acquire().await?;
                 let persistent = *statements == PreparedStatements::Cached;
                 let mut tx = connection.begin().await?;
-                let result = apply_in(&mut Tx::Postgres(&mut tx, persistent), chunk).await;
+                let result = work.run(&mut Tx::Postgres(&mut tx, persistent)).await;
                 let ended = end(tx, result).await;
                 if ended.is_err() && !connection.is_clean() {
                     connection.close_on_drop();
@@ -262,7 +321,7 @@ impl Store {
                 // IMMEDIATE takes the write lock up front, so two writers never deadlock
                 // upgrading a read lock.
                 let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
-                let result = apply_in(&mut Tx::Sqlite(&mut tx), chunk).await;
+                let result = work.run(&mut Tx::Sqlite(&mut tx)).await;
                 let ended = end(tx, result).await;
                 if ended.is_err() && !connection.is_clean() {
                     connection.close_on_drop();
@@ -314,10 +373,10 @@ impl Store {
 /// transaction back by itself on some errors (a full disk during a statement it cannot undo
 /// alone, or at commit), after which the driver's own ROLLBACK fails and the driver still
 /// counts the transaction as open: such a connection must not serve another chunk.
-async fn end<DB: sqlx::Database>(
+async fn end<DB: sqlx::Database, T>(
     tx: sqlx::Transaction<'_, DB>,
-    result: Result<Vec<Written>, StoreError>,
-) -> Result<Vec<Written>, StoreError> {
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
     match result {
         Ok(written) => {
             tx.commit().await?;
@@ -357,6 +416,49 @@ macro_rules! dispatch {
             Tx::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
         }
     };
+}
+
+/// What one transaction does.
+enum Work<'a> {
+    Apply(&'a [Pending]),
+    /// Conversation ids, sorted and distinct.
+    Repair(&'a [String]),
+}
+
+enum Done {
+    Written(Vec<Written>),
+    Repaired(Repaired),
+}
+
+impl Work<'_> {
+    async fn run(self, tx: &mut Tx<'_>) -> Result<Done, StoreError> {
+        match self {
+            Work::Apply(chunk) => apply_in(tx, chunk).await.map(Done::Written),
+            Work::Repair(ids) => {
+                // The writers' locks, in their order: conversations first, in key order.
+                let conversations = dispatch!(tx, lock_existing_conversations(ids))?;
+                let messages_changed = dispatch!(tx, refresh_recipients(ids))?;
+                let conversations_changed = dispatch!(tx, refresh_conversations(ids))?;
+                Ok(Done::Repaired(Repaired {
+                    conversations,
+                    conversations_changed,
+                    messages_changed,
+                }))
+            }
+        }
+    }
+}
+
+/// What `repair` looked at and changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repaired {
+    /// Conversations whose derived columns were recomputed.
+    pub conversations: u64,
+    /// Conversations whose `last_message_*` were wrong and were rewritten.
+    pub conversations_changed: u64,
+    /// Messages whose `recipient_id` was wrong and was rewritten.
+    pub messages_changed: u64,
 }
 
 async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {

@@ -374,18 +374,18 @@ pub(super) async fn upsert_follow_edges(
 }
 
 /// `recipient_id` of every live message of these conversations, after their participants
-/// may have changed.
+/// may have changed; returns how many messages changed.
 pub(super) async fn refresh_recipients(
     c: &mut PgConnection,
     _persistent: bool,
     ids: &[String],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     // Planned at every execution (unnamed): a cached generic plan made while the tables
     // were small would keep scanning them once they have grown.
-    sqlx::query(
+    let changed = sqlx::query(
         "UPDATE dm_messages m
          SET recipient_id = r.recipient_id
          FROM (SELECT x.conversation_id, x.message_id,
@@ -399,24 +399,25 @@ pub(super) async fn refresh_recipients(
     .persistent(false)
     .bind(ids)
     .execute(c)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(changed)
 }
 
 /// `last_message_*`: the newest live message by (created_at, message_id); the document's own
 /// lastMessage* fields only while no message of the conversation is mirrored; NULL on a
-/// tombstone.
+/// tombstone. Only rows whose values differ are written; returns how many.
 pub(super) async fn refresh_conversations(
     c: &mut PgConnection,
     _persistent: bool,
     ids: &[String],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     // Planned at every execution (unnamed): a cached generic plan made while the tables
     // were small would keep scanning them once they have grown.
-    sqlx::query(
+    let changed = sqlx::query(
         "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
          newest AS (
              SELECT t.id,
@@ -430,25 +431,70 @@ pub(super) async fn refresh_conversations(
                  ORDER BY m.created_at DESC, m.message_id DESC
                  LIMIT 1
              ) n ON true
+         ),
+         computed AS (
+             SELECT c.conversation_id AS id,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN n.message_id ELSE c.doc_last_message_id END AS id_,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN n.created_at ELSE c.doc_last_message_at END AS at_,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN left(n.body, 140)
+                         ELSE c.doc_last_message_preview END AS preview_,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN n.author_id
+                         ELSE c.doc_last_message_author_id END AS author_
+             FROM dm_conversations c JOIN newest n ON n.id = c.conversation_id
          )
          UPDATE dm_conversations c SET
-             last_message_id = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN n.message_id ELSE c.doc_last_message_id END,
-             last_message_at = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN n.created_at ELSE c.doc_last_message_at END,
-             last_message_preview = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN left(n.body, 140)
-                                    ELSE c.doc_last_message_preview END,
-             last_message_author_id = CASE WHEN c.deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN n.author_id
-                                    ELSE c.doc_last_message_author_id END
-         FROM newest n
-         WHERE c.conversation_id = n.id",
-    ).persistent(false)
+             last_message_id = v.id_, last_message_at = v.at_,
+             last_message_preview = v.preview_, last_message_author_id = v.author_
+         FROM computed v
+         WHERE c.conversation_id = v.id
+           AND (c.last_message_id, c.last_message_at, c.last_message_preview,
+                c.last_message_author_id)
+               IS DISTINCT FROM (v.id_, v.at_, v.preview_, v.author_)",
+    )
+    .persistent(false)
     .bind(ids)
     .execute(c)
+    .await?
+    .rows_affected();
+    Ok(changed)
+}
+
+/// Locks the existing conversation rows `ids` (sorted, distinct) in key order, as every
+/// writer does, creating nothing; returns how many exist.
+pub(super) async fn lock_existing_conversations(
+    c: &mut PgConnection,
+    persistent: bool,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    let (locked,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
+                              ORDER BY conversation_id FOR NO KEY UPDATE) AS locked",
+    )
+    .persistent(persistent)
+    .bind(ids)
+    .fetch_one(c)
     .await?;
-    Ok(())
+    Ok(locked.max(0) as u64)
+}
+
+/// Up to `limit` conversation ids after `after`, in key order.
+pub(super) async fn conversation_ids_after(
+    pool: &PgPool,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT conversation_id FROM dm_conversations WHERE conversation_id > $1
+         ORDER BY conversation_id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
 
 pub(super) async fn current_ranks(

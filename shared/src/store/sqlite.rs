@@ -227,34 +227,42 @@ pub(super) async fn upsert_follow_edges(
         .collect())
 }
 
+/// As PostgreSQL's: only what differs is written; returns how many messages changed.
 pub(super) async fn refresh_recipients(
     c: &mut SqliteConnection,
     ids: &[String],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    sqlx::query(
-        "UPDATE dm_messages SET recipient_id = (
-             SELECT CASE dm_messages.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
-                                               WHEN c.dm_pair_high THEN c.dm_pair_low END
-             FROM dm_conversations c WHERE c.conversation_id = dm_messages.conversation_id)
-         WHERE deleted_at IS NULL AND conversation_id IN (SELECT value FROM json_each(?1))",
+    let changed = sqlx::query(
+        "UPDATE dm_messages SET recipient_id = r.recipient_id
+         FROM (SELECT x.conversation_id, x.message_id,
+                      CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
+                                       WHEN c.dm_pair_high THEN c.dm_pair_low END AS recipient_id
+               FROM dm_messages x JOIN dm_conversations c ON c.conversation_id = x.conversation_id
+               WHERE x.deleted_at IS NULL
+                 AND x.conversation_id IN (SELECT value FROM json_each(?1))) AS r
+         WHERE dm_messages.conversation_id = r.conversation_id
+           AND dm_messages.message_id = r.message_id
+           AND dm_messages.recipient_id IS NOT r.recipient_id",
     )
     .bind(json(&ids))
     .execute(c)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok(changed)
 }
 
+/// As PostgreSQL's: only rows whose values differ are written; returns how many.
 pub(super) async fn refresh_conversations(
     c: &mut SqliteConnection,
     ids: &[String],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    sqlx::query(
+    let changed = sqlx::query(
         "WITH newest AS (
              SELECT t.value AS id,
                     EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = t.value) AS mirrored,
@@ -263,25 +271,65 @@ pub(super) async fn refresh_conversations(
                      WHERE m.conversation_id = t.value AND m.deleted_at IS NULL
                      ORDER BY m.created_at DESC, m.message_id DESC LIMIT 1) AS m
              FROM json_each(?1) AS t
+         ),
+         computed AS (
+             SELECT c.conversation_id AS id,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN n.m ->> 0 ELSE c.doc_last_message_id END AS id_,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN n.m ->> 1 ELSE c.doc_last_message_at END AS at_,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN substr(n.m ->> 2, 1, 140)
+                         ELSE c.doc_last_message_preview END AS preview_,
+                    CASE WHEN c.deleted_at IS NOT NULL THEN NULL
+                         WHEN n.mirrored THEN n.m ->> 3
+                         ELSE c.doc_last_message_author_id END AS author_
+             FROM dm_conversations c JOIN newest n ON n.id = c.conversation_id
          )
          UPDATE dm_conversations SET
-             last_message_id = CASE WHEN deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN n.m ->> 0 ELSE doc_last_message_id END,
-             last_message_at = CASE WHEN deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN n.m ->> 1 ELSE doc_last_message_at END,
-             last_message_preview = CASE WHEN deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN substr(n.m ->> 2, 1, 140)
-                                    ELSE doc_last_message_preview END,
-             last_message_author_id = CASE WHEN deleted_at IS NOT NULL THEN NULL
-                                    WHEN n.mirrored THEN n.m ->> 3
-                                    ELSE doc_last_message_author_id END
-         FROM newest n
-         WHERE dm_conversations.conversation_id = n.id",
+             last_message_id = v.id_, last_message_at = v.at_,
+             last_message_preview = v.preview_, last_message_author_id = v.author_
+         FROM computed v
+         WHERE dm_conversations.conversation_id = v.id
+           AND (last_message_id, last_message_at, last_message_preview, last_message_author_id)
+               IS NOT (v.id_, v.at_, v.preview_, v.author_)",
     )
     .bind(json(&ids))
     .execute(c)
+    .await?
+    .rows_affected();
+    Ok(changed)
+}
+
+/// SQLite has one writer at a time: nothing to lock. Returns how many of `ids` exist.
+pub(super) async fn lock_existing_conversations(
+    c: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM dm_conversations
+         WHERE conversation_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json(&ids))
+    .fetch_one(c)
     .await?;
-    Ok(())
+    Ok(count.max(0) as u64)
+}
+
+/// Up to `limit` conversation ids after `after`, in key order.
+pub(super) async fn conversation_ids_after(
+    pool: &SqlitePool,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT conversation_id FROM dm_conversations WHERE conversation_id > ?1
+         ORDER BY conversation_id LIMIT ?2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
 
 pub(super) async fn current_ranks(
