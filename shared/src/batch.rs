@@ -183,6 +183,9 @@ pub struct Processor {
     config: Config,
 }
 
+pub const DEADLINE_REASON: &str =
+    "not committed before the invocation's deadline (less MIRROR_DEADLINE_MARGIN); redelivered";
+
 /// How often a chunk is retried at once after a deadlock or serialization failure.
 const CONFLICT_ATTEMPTS: u32 = 3;
 
@@ -210,7 +213,34 @@ impl Processor {
         &self.store
     }
 
+    /// When to give up chunks, for an invocation whose deadline is `deadline_ms`
+    /// (milliseconds since the epoch, as Lambda gives it; 0 is none): that, less
+    /// `MIRROR_DEADLINE_MARGIN` for dead-lettering, metrics and the response.
+    pub fn deadline(&self, deadline_ms: u64) -> Option<tokio::time::Instant> {
+        if deadline_ms == 0 {
+            return None;
+        }
+        let now_ms = u64::try_from(Timestamp::now().as_datetime().timestamp_millis()).unwrap_or(0);
+        let left = std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+            .saturating_sub(self.config.deadline_margin);
+        Some(tokio::time::Instant::now() + left)
+    }
+
     pub async fn process(&self, records: Vec<Record>, route: Route) -> BatchOutcome {
+        self.process_until(records, route, None).await
+    }
+
+    /// As [`Processor::process`], but a chunk not committed by `deadline` is given up: its
+    /// records are failures (redelivered by the queue), so that a slow or blocked database
+    /// never times out a whole invocation and the chunks that did commit are acknowledged.
+    /// A chunk given up while committing may have committed; its redelivery is then a
+    /// duplicate, which changes nothing.
+    pub async fn process_until(
+        &self,
+        records: Vec<Record>,
+        route: Route,
+        deadline: Option<tokio::time::Instant>,
+    ) -> BatchOutcome {
         let limits = Limits {
             now: Timestamp::now(),
             max_future_skew: self.config.max_future_skew,
@@ -278,7 +308,7 @@ impl Processor {
         }
         let in_flight = self.store.max_connections().max(1) as usize;
         let results: Vec<(Vec<(usize, Outcome)>, usize)> = stream::iter(chunks)
-            .map(|chunk| self.apply_chunk(chunk))
+            .map(|chunk| self.apply_chunk_until(chunk, deadline))
             .buffer_unordered(in_flight)
             .collect()
             .await;
@@ -295,6 +325,34 @@ impl Processor {
         };
         log_outcomes(&batch);
         batch
+    }
+
+    async fn apply_chunk_until(
+        &self,
+        chunk: Chunk,
+        deadline: Option<tokio::time::Instant>,
+    ) -> (Vec<(usize, Outcome)>, usize) {
+        let Some(deadline) = deadline else {
+            return self.apply_chunk(chunk).await;
+        };
+        let positions = chunk.positions.clone();
+        match tokio::time::timeout_at(deadline, self.apply_chunk(chunk)).await {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::warn!(
+                    records = positions.len(),
+                    "the invocation's deadline is near: the chunk is given up, to be redelivered"
+                );
+                let outcome = Outcome::Failed(DEADLINE_REASON.to_string());
+                (
+                    positions
+                        .into_iter()
+                        .map(|p| (p, outcome.clone()))
+                        .collect(),
+                    0,
+                )
+            }
+        }
     }
 
     /// The chunk's outcomes, and how many times it was retried after a write conflict.

@@ -72,6 +72,26 @@ pub struct Config {
     /// `MIRROR_STATEMENT_CACHE`, default true: cache prepared statements per connection.
     /// Off behind RDS Proxy, where named prepared statements pin sessions.
     pub statement_cache: bool,
+    /// `MIRROR_DB_HOST`, `MIRROR_DB_PORT`, `MIRROR_DB_NAME`: where the database of
+    /// `DATABASE_SECRET_ARN` is. A secret RDS manages for its master user holds only the user
+    /// name and password; these supply the rest (and, when set, win over the secret's own).
+    pub database_endpoint: DatabaseEndpoint,
+    /// `MIRROR_STATEMENT_TIMEOUT`, default 20 s: PostgreSQL cancels a statement that runs (or
+    /// waits for a lock) longer, so a blocked statement fails its records, not the whole
+    /// invocation (the functions' timeout is 30 s).
+    pub statement_timeout: Duration,
+    /// `MIRROR_DEADLINE_MARGIN`, default 2 s: in Lambda, chunks not committed this long before
+    /// the invocation's deadline are given up and reported as batch item failures, so that
+    /// the committed ones are still acknowledged.
+    pub deadline_margin: Duration,
+}
+
+/// Where the database is, when the credentials come from a secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatabaseEndpoint {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub name: Option<String>,
 }
 
 impl Default for Config {
@@ -85,6 +105,9 @@ impl Default for Config {
             migrate_on_start: true,
             database_secret_arn: None,
             statement_cache: true,
+            database_endpoint: DatabaseEndpoint::default(),
+            statement_timeout: Duration::from_secs(20),
+            deadline_margin: Duration::from_secs(2),
         }
     }
 }
@@ -129,6 +152,22 @@ impl Config {
                 get("MIRROR_STATEMENT_CACHE"),
                 defaults.statement_cache,
             )?,
+            database_endpoint: DatabaseEndpoint {
+                host: get("MIRROR_DB_HOST").map(|h| h.trim().to_string()),
+                port: match get("MIRROR_DB_PORT") {
+                    None => None,
+                    Some(v) => Some(whole("MIRROR_DB_PORT", &v, PORT_RANGE)? as u16),
+                },
+                name: get("MIRROR_DB_NAME").map(|n| n.trim().to_string()),
+            },
+            statement_timeout: match get("MIRROR_STATEMENT_TIMEOUT") {
+                None => defaults.statement_timeout,
+                Some(v) => duration_in("MIRROR_STATEMENT_TIMEOUT", &v, STATEMENT_TIMEOUT_RANGE)?,
+            },
+            deadline_margin: match get("MIRROR_DEADLINE_MARGIN") {
+                None => defaults.deadline_margin,
+                Some(v) => duration_in("MIRROR_DEADLINE_MARGIN", &v, DEADLINE_MARGIN_RANGE)?,
+            },
         })
     }
 }
@@ -160,6 +199,15 @@ pub const MAX_FUTURE_SKEW_RANGE: (Duration, Duration) =
 /// `MIRROR_DB_TIMEOUT`: from 100 ms to a Lambda function's longest run (15 minutes).
 pub const DB_TIMEOUT_RANGE: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(15 * 60));
+
+/// `MIRROR_DB_PORT`.
+pub const PORT_RANGE: (u64, u64) = (1, 65_535);
+/// `MIRROR_STATEMENT_TIMEOUT`: from 100 ms to a Lambda function's longest run.
+pub const STATEMENT_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(15 * 60));
+/// `MIRROR_DEADLINE_MARGIN`: from none to 5 minutes.
+pub const DEADLINE_MARGIN_RANGE: (Duration, Duration) =
+    (Duration::ZERO, Duration::from_secs(5 * 60));
 
 fn whole(variable: &'static str, value: &str, (low, high): (u64, u64)) -> Result<u64, ConfigError> {
     match value.trim().parse::<u64>() {
@@ -296,6 +344,24 @@ mod tests {
                 ["100ms", "15m"],
                 ["99ms", "901"],
                 "from 100ms to 15m",
+            ),
+            (
+                "MIRROR_DB_PORT",
+                ["1", "65535"],
+                ["0", "65536"],
+                "from 1 to 65535",
+            ),
+            (
+                "MIRROR_STATEMENT_TIMEOUT",
+                ["100ms", "15m"],
+                ["99ms", "16m"],
+                "from 100ms to 15m",
+            ),
+            (
+                "MIRROR_DEADLINE_MARGIN",
+                ["0", "5m"],
+                ["301s", "1h"],
+                "from 0s to 5m",
             ),
         ] {
             for value in accepted {

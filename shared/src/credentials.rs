@@ -8,15 +8,34 @@ use std::str::FromStr;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use crate::config::DatabaseEndpoint;
 use crate::store::StoreError;
 
-/// Options from a secret string: the RDS JSON form (`username`, `password`, `host`, `port`,
-/// `dbname`) or a `postgres://` URL. Errors name the missing field, never a value.
-pub fn options_from_secret(secret: &str) -> Result<PgConnectOptions, StoreError> {
+/// Options from a secret string: the RDS JSON form (`username`, `password`, and `host`,
+/// `port`, `dbname` unless `endpoint` gives them: a secret RDS manages for its master user
+/// holds only `username` and `password`) or a `postgres://` URL. What `endpoint` gives wins
+/// over the secret's own. Errors name the missing field, never a value.
+pub fn options_from_secret(
+    secret: &str,
+    endpoint: &DatabaseEndpoint,
+) -> Result<PgConnectOptions, StoreError> {
+    let with_endpoint = |mut options: PgConnectOptions| {
+        if let Some(host) = &endpoint.host {
+            options = options.host(host);
+        }
+        if let Some(port) = endpoint.port {
+            options = options.port(port);
+        }
+        if let Some(name) = &endpoint.name {
+            options = options.database(name);
+        }
+        options
+    };
     let secret = secret.trim();
     let invalid = |why: &str| StoreError::Other(format!("the database secret {why}"));
     if secret.starts_with("postgres://") || secret.starts_with("postgresql://") {
         return PgConnectOptions::from_str(secret)
+            .map(with_endpoint)
             .map_err(|_| invalid("is not a valid postgres:// URL"));
     }
     let fields: Value = serde_json::from_str(secret).map_err(|_| {
@@ -45,21 +64,33 @@ pub fn options_from_secret(secret: &str) -> Result<PgConnectOptions, StoreError>
             .map_err(|_| invalid("has a port that is not a number"))?,
         Some(_) => return Err(invalid("has a port that is not a number")),
     };
+    let host = match (&endpoint.host, text("host")) {
+        (Some(host), _) => host.as_str(),
+        (None, Some(host)) => host,
+        (None, None) => {
+            return Err(invalid(
+                "has no \"host\" string and MIRROR_DB_HOST is unset (a secret RDS manages \
+                 for its master user holds only the user name and password: set the \
+                 template's DatabaseHost parameter)",
+            ))
+        }
+    };
     let mut options = PgConnectOptions::new_without_pgpass()
-        .host(required("host")?)
+        .host(host)
         .port(port)
         .username(required("username")?)
         .password(required("password")?);
     if let Some(database) = text("dbname").or_else(|| text("database")) {
         options = options.database(database);
     }
-    Ok(options)
+    Ok(with_endpoint(options))
 }
 
 /// Reads the secret (at cold start; the pool keeps the connections it opens).
 pub async fn fetch_secret(
     client: &aws_sdk_secretsmanager::Client,
     arn: &str,
+    endpoint: &DatabaseEndpoint,
 ) -> Result<PgConnectOptions, StoreError> {
     let response = client
         .get_secret_value()
@@ -77,7 +108,7 @@ pub async fn fetch_secret(
     let secret = response.secret_string().ok_or_else(|| {
         StoreError::Other(format!("the database secret {arn} has no SecretString"))
     })?;
-    options_from_secret(secret)
+    options_from_secret(secret, endpoint)
 }
 
 pub fn is_loopback(host: &str) -> bool {
@@ -142,7 +173,7 @@ mod tests {
     #[test]
     fn secrets_in_the_rds_json_form_or_as_a_url_are_understood() {
         let json = r#"{"engine":"postgres","username":"mirror","password":"s3cret!","host":"db.internal","port":5433,"dbname":"app"}"#;
-        let options = options_from_secret(json).unwrap();
+        let options = options_from_secret(json, &DatabaseEndpoint::default()).unwrap();
         assert_eq!(
             (
                 options.get_host(),
@@ -152,22 +183,70 @@ mod tests {
             ),
             ("db.internal", 5433, "mirror", Some("app"))
         );
-        let url = options_from_secret("postgres://mirror:s3cret!@db.internal:5432/app").unwrap();
+        let url = options_from_secret(
+            "postgres://mirror:s3cret!@db.internal:5432/app",
+            &DatabaseEndpoint::default(),
+        )
+        .unwrap();
         assert_eq!(url.get_host(), "db.internal");
-        let missing =
-            options_from_secret(r#"{"username":"mirror","password":"s3cret!","host":"h"}"#);
+        let missing = options_from_secret(
+            r#"{"username":"mirror","password":"s3cret!","host":"h"}"#,
+            &DatabaseEndpoint::default(),
+        );
         assert!(missing.is_ok(), "port and dbname have defaults");
-        let error = options_from_secret(r#"{"username":"mirror","host":"h","password":7}"#)
+        let error = options_from_secret(
+            r#"{"username":"mirror","host":"h","password":7}"#,
+            &DatabaseEndpoint::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("\"password\""), "{error}");
+        let mysql = options_from_secret(
+            r#"{"engine":"mysql","username":"u","password":"p","host":"h"}"#,
+            &DatabaseEndpoint::default(),
+        )
+        .unwrap_err();
+        assert!(mysql.to_string().contains("mysql"));
+        assert!(
+            !options_from_secret("not json at all s3cret!", &DatabaseEndpoint::default())
+                .unwrap_err()
+                .to_string()
+                .contains("s3cret")
+        );
+    }
+
+    #[test]
+    fn a_secret_rds_manages_holds_only_user_and_password_and_the_endpoint_parameters_fill_the_rest()
+    {
+        let managed = r#"{"username":"mirror","password":"s3cret!"}"#;
+        let error = options_from_secret(managed, &DatabaseEndpoint::default())
             .unwrap_err()
             .to_string();
-        assert!(error.contains("\"password\""), "{error}");
-        let mysql =
-            options_from_secret(r#"{"engine":"mysql","username":"u","password":"p","host":"h"}"#)
-                .unwrap_err();
-        assert!(mysql.to_string().contains("mysql"));
-        assert!(!options_from_secret("not json at all s3cret!")
-            .unwrap_err()
-            .to_string()
-            .contains("s3cret"));
+        assert!(
+            error.contains("MIRROR_DB_HOST") && !error.contains("s3cret"),
+            "{error}"
+        );
+        let endpoint = DatabaseEndpoint {
+            host: Some("db.internal".into()),
+            port: Some(6432),
+            name: Some("app".into()),
+        };
+        let options = options_from_secret(managed, &endpoint).unwrap();
+        assert_eq!(options.get_host(), "db.internal");
+        assert_eq!(options.get_port(), 6432);
+        assert_eq!(options.get_database(), Some("app"));
+        assert_eq!(options.get_username(), "mirror");
+        // A full secret still works, and the parameters, when set, win over its fields.
+        let full = r#"{"username":"mirror","password":"p","host":"old","port":5432,"dbname":"x"}"#;
+        let options = options_from_secret(full, &DatabaseEndpoint::default()).unwrap();
+        assert_eq!(
+            (options.get_host(), options.get_database()),
+            ("old", Some("x"))
+        );
+        let options = options_from_secret(full, &endpoint).unwrap();
+        assert_eq!(
+            (options.get_host(), options.get_port()),
+            ("db.internal", 6432)
+        );
     }
 }

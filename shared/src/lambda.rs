@@ -96,9 +96,10 @@ impl Function {
             .iter()
             .map(|r| (r.message_id.clone(), r.body.clone()))
             .collect();
+        let deadline = self.processor.deadline(event.context.deadline);
         let outcome = self
             .processor
-            .process(records, Route::Only(self.family))
+            .process_until(records, Route::Only(self.family), deadline)
             .await;
         let cold_start = !self.warm.swap(true, Ordering::Relaxed);
         self.metrics.write(&InvocationMetrics::measure(

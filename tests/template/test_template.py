@@ -42,10 +42,11 @@ class Template(unittest.TestCase):
         self.assertEqual(self.globals["Runtime"], "provided.al2023")
         self.assertEqual(self.globals["Handler"], "bootstrap")
 
-    def test_redrive_to_the_dead_letter_queue_after_5_receives(self):
+    def test_redrive_to_the_dead_letter_queue_after_max_receive_count_receives_5_by_default(self):
+        self.assertEqual(self.t["Parameters"]["MaxReceiveCount"]["Default"], 5)
         for family in FAMILIES:
             redrive = self.r[f"{family}Queue"]["Properties"]["RedrivePolicy"]
-            self.assertEqual(redrive["maxReceiveCount"], 5)
+            self.assertEqual(redrive["maxReceiveCount"], {"Ref": "MaxReceiveCount"})
             self.assertEqual(redrive["deadLetterTargetArn"], {"Fn::GetAtt": [f"{family}DeadLetterQueue", "Arn"]})
 
     def test_visibility_timeout_is_at_least_six_function_timeouts(self):
@@ -119,6 +120,38 @@ class Template(unittest.TestCase):
         for family in FAMILIES:
             self.assertEqual(self.t["Outputs"][f"{family}QueueUrl"]["Value"], {"Ref": f"{family}Queue"})
             self.assertEqual(self.t["Outputs"][f"{family}DeadLetterQueueUrl"]["Value"], {"Ref": f"{family}DeadLetterQueue"})
+
+    def test_dead_letter_queues_outlive_the_stack(self):
+        for family in FAMILIES:
+            dlq = self.r[f"{family}DeadLetterQueue"]
+            self.assertEqual(dlq["DeletionPolicy"], "Retain")
+            self.assertEqual(dlq["UpdateReplacePolicy"], "Retain")
+
+    def test_the_endpoint_comes_from_parameters_and_migrations_run_at_deploy_time(self):
+        env = self.globals["Environment"]["Variables"]
+        for variable, parameter in [("MIRROR_DB_HOST", "DatabaseHost"), ("MIRROR_DB_PORT", "DatabasePort"),
+                                    ("MIRROR_DB_NAME", "DatabaseName"), ("MIRROR_STATEMENT_TIMEOUT", "StatementTimeout")]:
+            self.assertEqual(env[variable], {"Ref": parameter})
+        self.assertEqual(env["MIRROR_MIGRATE"], "false")
+
+    def test_the_statement_timeout_and_deadline_margin_fit_in_the_function_timeout(self):
+        env = self.globals["Environment"]["Variables"]
+        default = self.t["Parameters"]["StatementTimeout"]["Default"]
+        self.assertRegex(default, r"^[0-9]+s$")
+        margin = env["MIRROR_DEADLINE_MARGIN"]
+        self.assertLess(int(default[:-1]) + int(margin[:-1]), self.globals["Timeout"])
+
+    def test_no_batch_over_10_without_a_window_and_the_window_fits_the_visibility_timeout(self):
+        params = self.t["Parameters"]
+        self.assertEqual(params["BatchSize"]["Default"], 10)
+        self.assertEqual(params["MaximumBatchingWindowInSeconds"]["Default"], 0)
+        rule = self.t["Rules"]["BatchOver10NeedsABatchingWindow"]
+        self.assertEqual(rule["RuleCondition"], {"Fn::Equals": [{"Ref": "MaximumBatchingWindowInSeconds"}, "0"]})
+        allowed = rule["Assertions"][0]["Assert"]["Fn::Contains"][0]
+        self.assertEqual(allowed, [str(n) for n in range(1, 11)])
+        for family in FAMILIES:
+            visibility = self.r[f"{family}Queue"]["Properties"]["VisibilityTimeout"]
+            self.assertGreaterEqual(visibility, self.globals["Timeout"] + params["MaximumBatchingWindowInSeconds"]["MaxValue"])
 
 
 if __name__ == "__main__":

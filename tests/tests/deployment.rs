@@ -40,7 +40,7 @@ async fn credentials_in_the_rds_json_form_are_read_from_secrets_manager() {
         "engine": "postgres", "username": test.get_username(), "password": "unused-with-trust-auth",
         "host": test.get_host(), "port": test.get_port(), "dbname": test.get_database(),
     }).to_string()).await;
-    let options = fetch_secret(&secrets(), &arn)
+    let options = fetch_secret(&secrets(), &arn, &Default::default())
         .await
         .expect("the secret resolves");
     let schema = new_schema().await;
@@ -58,6 +58,7 @@ async fn credentials_in_the_rds_json_form_are_read_from_secrets_manager() {
     let missing = fetch_secret(
         &secrets(),
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope",
+        &Default::default(),
     )
     .await
     .unwrap_err();
@@ -69,20 +70,9 @@ async fn credentials_in_the_rds_json_form_are_read_from_secrets_manager() {
     );
 }
 
-/// The function binary's own cold start: DATABASE_SECRET_ARN, no DATABASE_URL.
-#[tokio::test]
-async fn a_function_started_with_only_a_secret_arn_reaches_the_database() {
-    let schema = new_schema().await;
-    let separator = if test_database_url().contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    let arn = create_secret(format!(
-        "{}{separator}options=-c%20search_path%3D{schema}",
-        test_database_url()
-    ))
-    .await;
+/// Starts the follow-edge binary as a worker with `env` (and no DATABASE_URL), feeds it one
+/// event and stops it once the event is acknowledged.
+async fn a_worker_applies_one_event(env: &[(&str, String)]) {
     let client = sqs();
     let queue = create_queue(&client, "follow-edge", false, &[]).await;
     client
@@ -94,7 +84,7 @@ async fn a_function_started_with_only_a_secret_arn_reaches_the_database() {
         .unwrap();
     let mut worker = std::process::Command::new(workspace_binary("follow-edge"))
         .envs(sqs_env())
-        .env("DATABASE_SECRET_ARN", &arn)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .env_remove("DATABASE_URL")
         .env("MIRROR_QUEUE_URL", &queue)
         .stdout(std::process::Stdio::null())
@@ -113,6 +103,23 @@ async fn a_function_started_with_only_a_secret_arn_reaches_the_database() {
         .status()
         .unwrap();
     assert!(worker.wait().unwrap().success());
+}
+
+/// The function binary's own cold start: DATABASE_SECRET_ARN, no DATABASE_URL.
+#[tokio::test]
+async fn a_function_started_with_only_a_secret_arn_reaches_the_database() {
+    let schema = new_schema().await;
+    let separator = if test_database_url().contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let arn = create_secret(format!(
+        "{}{separator}options=-c%20search_path%3D{schema}",
+        test_database_url()
+    ))
+    .await;
+    a_worker_applies_one_event(&[("DATABASE_SECRET_ARN", arn)]).await;
     let mirror = Mirror::postgres_in(
         test_database_url().parse().unwrap(),
         &schema,
@@ -123,6 +130,55 @@ async fn a_function_started_with_only_a_secret_arn_reaches_the_database() {
         mirror.row("follow_edges", &["u1", "u2"]).await["edge_type"],
         "follow"
     );
+}
+
+/// A secret RDS manages for its master user holds only `username` and `password`: the
+/// endpoint comes from MIRROR_DB_HOST, MIRROR_DB_PORT and MIRROR_DB_NAME (the template's
+/// DatabaseHost, DatabasePort and DatabaseName).
+#[tokio::test]
+async fn a_secret_with_only_user_and_password_reaches_the_database_named_by_the_endpoint_parameters(
+) {
+    use sqlx::{Connection, PgConnection};
+    let admin_options: PgConnectOptions = test_database_url().parse().unwrap();
+    let database = format!(
+        "rm_test_secret_{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let mut admin = PgConnection::connect_with(&admin_options).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let arn = create_secret(
+        json!({ "username": admin_options.get_username(), "password": "unused-with-trust-auth" })
+            .to_string(),
+    )
+    .await;
+    a_worker_applies_one_event(&[
+        ("DATABASE_SECRET_ARN", arn),
+        ("MIRROR_DB_HOST", admin_options.get_host().to_string()),
+        ("MIRROR_DB_PORT", admin_options.get_port().to_string()),
+        ("MIRROR_DB_NAME", database.clone()),
+    ])
+    .await;
+    let mut mirror = PgConnection::connect_with(&admin_options.clone().database(&database))
+        .await
+        .unwrap();
+    let edge: String = sqlx::query_scalar(
+        "SELECT edge_type FROM follow_edges WHERE user_id = 'u1' AND target_id = 'u2'",
+    )
+    .fetch_one(&mut mirror)
+    .await
+    .unwrap();
+    assert_eq!(edge, "follow");
+    mirror.close().await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {database}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
 
 async fn prepared_statements(config: Config) -> i64 {

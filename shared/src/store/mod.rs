@@ -124,9 +124,18 @@ pub enum PreparedStatements {
     Unnamed,
 }
 
+/// How each PostgreSQL transaction is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PgSettings {
+    pub statements: PreparedStatements,
+    /// `SET LOCAL statement_timeout`, in milliseconds, sent with BEGIN in one round trip
+    /// (transaction-scoped, so RDS Proxy does not pin the session for it).
+    pub statement_timeout_ms: u128,
+}
+
 #[derive(Clone, Debug)]
 pub enum Store {
-    Postgres(PgPool, PreparedStatements),
+    Postgres(PgPool, PgSettings),
     Sqlite(SqlitePool),
 }
 
@@ -136,9 +145,12 @@ impl Store {
     pub async fn connect(config: &Config) -> Result<Store, StoreError> {
         if let Some(arn) = &config.database_secret_arn {
             let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let options =
-                crate::credentials::fetch_secret(&aws_sdk_secretsmanager::Client::new(&aws), arn)
-                    .await?;
+            let options = crate::credentials::fetch_secret(
+                &aws_sdk_secretsmanager::Client::new(&aws),
+                arn,
+                &config.database_endpoint,
+            )
+            .await?;
             return Store::postgres_checked(options, config);
         }
         let url = config.database_url.expose();
@@ -179,7 +191,13 @@ impl Store {
             .max_connections(config.max_connections)
             .acquire_timeout(config.db_timeout)
             .connect_lazy_with(options);
-        Store::Postgres(pool, statements)
+        Store::Postgres(
+            pool,
+            PgSettings {
+                statements,
+                statement_timeout_ms: config.statement_timeout.as_millis(),
+            },
+        )
     }
 
     /// SQLite allows one writer at a time, so the pool holds one connection whatever the cap;
@@ -305,10 +323,15 @@ impl Store {
     /// transaction was ended cleanly.
     async fn transact(&self, work: Work<'_>) -> Result<Done, StoreError> {
         match self {
-            Store::Postgres(pool, statements) => {
+            Store::Postgres(pool, settings) => {
                 let mut connection = pool.acquire().await?;
-                let persistent = *statements == PreparedStatements::Cached;
-                let mut tx = connection.begin().await?;
+                let persistent = settings.statements == PreparedStatements::Cached;
+                let mut tx = connection
+                    .begin_with(format!(
+                        "BEGIN; SET LOCAL statement_timeout = {}",
+                        settings.statement_timeout_ms
+                    ))
+                    .await?;
                 let result = work.run(&mut Tx::Postgres(&mut tx, persistent)).await;
                 let ended = end(tx, result).await;
                 if ended.is_err() && !connection.is_clean() {
