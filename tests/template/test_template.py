@@ -5,6 +5,7 @@ functions): .venv/bin/python -m unittest discover -s tests/template -v
 """
 
 import json
+import os
 import pathlib
 import re
 import unittest
@@ -13,6 +14,24 @@ from cfnlint.decode import decode
 
 TEMPLATE = pathlib.Path(__file__).resolve().parents[2] / "template.yaml"
 FAMILIES = {"DmMessage": "dm-message", "DmConversation": "dm-conversation", "FollowEdge": "follow-edge"}
+
+
+def transformed():
+    """The template as SAM deploys it: samtranslator's transform, offline, each CodeUri
+    replaced by an s3:// placeholder as `sam build` would."""
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    from samtranslator.translator.transform import transform
+
+    class ManagedPolicies:
+        # AWS managed policies are named by fixed ARNs: no IAM call is needed.
+        def load(self):
+            return {}
+
+    template = json.loads(json.dumps(load()))
+    for name, resource in template["Resources"].items():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = f"s3://bucket/{name}.zip"
+    return transform(template, {}, ManagedPolicies())
 
 
 def load():
@@ -72,13 +91,44 @@ class Template(unittest.TestCase):
         self.assertEqual(self.t["Parameters"]["MaximumConcurrency"]["Default"], 5)
 
     def test_each_function_may_read_only_its_queue_send_only_to_its_dlq_and_read_only_its_secret(self):
+        """Checked on what SAM generates (samtranslator, offline), not only on what is written."""
+        generated = transformed()
+        resources = generated["Resources"]
+        roles = {name for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
+        self.assertEqual(roles, {f"{family}FunctionRole" for family in FAMILIES})
         for family in FAMILIES:
-            policies = self.function(family)["Properties"]["Policies"]
-            self.assertEqual(policies, [
-                {"SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": [f"{family}Queue", "QueueName"]}}},
-                {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": [f"{family}DeadLetterQueue", "QueueName"]}}},
-                {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "DatabaseSecretArn"}}},
-            ])
+            function = resources[f"{family}Function"]["Properties"]
+            self.assertEqual(function["Role"], {"Fn::GetAtt": [f"{family}FunctionRole", "Arn"]})
+            role = resources[f"{family}FunctionRole"]["Properties"]
+            # No managed policy: SAM's SQS event would attach AWSLambdaSQSQueueExecutionRole
+            # (every queue) and AWSLambdaBasicExecutionRole (every log group).
+            self.assertNotIn("ManagedPolicyArns", role)
+            statements = {}
+            for policy in role["Policies"]:
+                if "Fn::If" in policy:
+                    policy = policy["Fn::If"][1]
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    statements[statement["Sid"]] = (statement["Action"], statement["Resource"])
+            self.assertEqual(statements, {
+                "OwnQueue": (["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                              "sqs:GetQueueAttributes"], {"Fn::GetAtt": [f"{family}Queue", "Arn"]}),
+                "OwnDeadLetterQueue": (["sqs:SendMessage", "sqs:GetQueueAttributes"],
+                                       {"Fn::GetAtt": [f"{family}DeadLetterQueue", "Arn"]}),
+                "DatabaseSecret": ("secretsmanager:GetSecretValue", {"Ref": "DatabaseSecretArn"}),
+                "OwnLogGroup": (["logs:CreateLogStream", "logs:PutLogEvents"],
+                                {"Fn::GetAtt": [f"{family}LogGroup", "Arn"]}),
+                "VpcNetworkInterfaces": (["ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces",
+                                          "ec2:DescribeSubnets", "ec2:DeleteNetworkInterface",
+                                          "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], "*"),
+                "DecryptTheSecretThroughSecretsManager": ("kms:Decrypt", {"Ref": "SecretKmsKeyArn"}),
+            })
+            self.assertEqual(function["LoggingConfig"]["LogGroup"], {"Ref": f"{family}LogGroup"})
+            self.assertEqual(resources[f"{family}LogGroup"]["Properties"]["RetentionInDays"],
+                             {"Ref": "LogRetentionInDays"})
+            mapping = resources[f"{family}FunctionQueue"]
+            self.assertEqual(mapping["Type"], "AWS::Lambda::EventSourceMapping")
+            self.assertEqual(mapping["Properties"]["EventSourceArn"], {"Fn::GetAtt": [f"{family}Queue", "Arn"]})
+            self.assertEqual(mapping["Properties"]["FunctionResponseTypes"], ["ReportBatchItemFailures"])
 
     def test_credentials_come_from_secrets_manager_never_from_the_template(self):
         variables = dict(self.globals["Environment"]["Variables"])
@@ -152,6 +202,31 @@ class Template(unittest.TestCase):
         for family in FAMILIES:
             visibility = self.r[f"{family}Queue"]["Properties"]["VisibilityTimeout"]
             self.assertGreaterEqual(visibility, self.globals["Timeout"] + params["MaximumBatchingWindowInSeconds"]["MaxValue"])
+
+
+    def test_alarms_cover_queue_age_old_dead_letters_failed_records_errors_and_throttles_with_ok_actions(self):
+        for family, binary in FAMILIES.items():
+            expected = {
+                f"{family}QueueAgeAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", f"{family}Queue"),
+                f"{family}DeadLetterAgeAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", f"{family}DeadLetterQueue"),
+                f"{family}FailedAlarm": ("RealtimeMirror", "failed", None),
+                f"{family}ErrorsAlarm": ("AWS/Lambda", "Errors", None),
+                f"{family}ThrottlesAlarm": ("AWS/Lambda", "Throttles", None),
+            }
+            for name, (namespace, metric, queue) in expected.items():
+                props = self.r[name]["Properties"]
+                self.assertEqual((props["Namespace"], props["MetricName"]), (namespace, metric), name)
+                if queue:
+                    self.assertEqual(props["Dimensions"][0]["Value"], {"Fn::GetAtt": [queue, "QueueName"]})
+                if namespace == "AWS/Lambda":
+                    self.assertEqual(props["Dimensions"][0]["Value"], {"Ref": f"{family}Function"})
+            # A dead letter keeps its first enqueue time: alarm well before 14 days.
+            self.assertLess(self.r[f"{family}DeadLetterAgeAlarm"]["Properties"]["Threshold"], 14 * 86400)
+        topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+        for name, resource in self.r.items():
+            if resource["Type"] == "AWS::CloudWatch::Alarm":
+                self.assertEqual(resource["Properties"]["OKActions"], topic, name)
+                self.assertEqual(resource["Properties"]["AlarmActions"], topic, name)
 
 
 if __name__ == "__main__":
