@@ -401,6 +401,20 @@ impl Processor {
         let mut attempt = 1;
         loop {
             match self.store.apply(events).await {
+                // The secret may have been rotated since the cold start: read it again, once.
+                Err(StoreError::AuthenticationFailed(reason)) if attempt == 1 => {
+                    match self.store.reload_credentials(&self.config).await {
+                        Ok(true) => {
+                            tracing::warn!(%reason, "authentication failed: the database secret was read again; retrying the chunk");
+                            attempt += 1;
+                        }
+                        Ok(false) => return Err(StoreError::AuthenticationFailed(reason)),
+                        Err(error) => {
+                            tracing::warn!(%error, "authentication failed and the database secret could not be read again");
+                            return Err(StoreError::AuthenticationFailed(reason));
+                        }
+                    }
+                }
                 Err(StoreError::Conflict(reason)) if attempt < CONFLICT_ATTEMPTS => {
                     tracing::warn!(attempt, %reason, "write conflict, retrying the chunk");
                     *retries += 1;

@@ -512,3 +512,116 @@ pub fn derived_column_disagreements(snapshot: &realtime_mirror::store::Snapshot)
     }
     wrong
 }
+
+/// A PostgreSQL cluster of the test's own (`initdb` into a temporary directory, run as the
+/// `postgres` user on a free loopback port), for what the shared server cannot do: check
+/// passwords (it trusts every local connection), or be stopped and restarted. Stopped and
+/// removed on drop.
+pub struct PrivateCluster {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+}
+
+impl PrivateCluster {
+    /// Local socket connections are trusted (for the test's own set-up, through
+    /// [`PrivateCluster::psql`]); TCP connections must give a SCRAM password.
+    pub fn start() -> PrivateCluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let dir = std::env::temp_dir().join(unique("mirror_cluster"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("runuser runs");
+            assert!(status.success(), "{args:?} failed");
+        };
+        let chown = std::process::Command::new("chown")
+            .args(["postgres", dir.to_str().unwrap()])
+            .status()
+            .expect("chown runs");
+        assert!(chown.success(), "chown postgres {}", dir.display());
+        let data = dir.join("data");
+        run(&[
+            bin.join("initdb").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        ]);
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+            dir.display()
+        );
+        run(&[
+            bin.join("pg_ctl").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-o",
+            &options,
+            "-l",
+            dir.join("log").to_str().unwrap(),
+            "-w",
+            "start",
+        ]);
+        PrivateCluster { port, dir, bin }
+    }
+
+    /// Runs SQL as the superuser over the trusted local socket.
+    pub fn psql(&self, sql: &str) {
+        let status = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("psql"))
+            .args([
+                "-h",
+                self.dir.to_str().unwrap(),
+                "-p",
+                &self.port.to_string(),
+            ])
+            .args([
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                sql,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("psql runs");
+        assert!(status.success(), "psql failed: {sql}");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args([
+                "-D",
+                self.dir.join("data").to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

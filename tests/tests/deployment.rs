@@ -224,3 +224,63 @@ async fn the_statement_cache_can_be_switched_off_for_rds_proxy() {
         Config::from_lookup(|n| (n == "MIRROR_STATEMENT_CACHE").then(|| "false".into())).unwrap();
     assert!(!from_env.statement_cache);
 }
+
+/// RDS rotates the secret while the functions keep what they read at cold start: when the
+/// database refuses the password (28P01), the secret is read again and the chunk retried,
+/// instead of every record failing until the execution environment is replaced.
+#[tokio::test]
+async fn a_rotated_secret_is_read_again_when_the_database_refuses_the_password() {
+    use mirror_tests::realtime_mirror::batch::Outcome;
+    use mirror_tests::realtime_mirror::config::DatabaseEndpoint;
+    use mirror_tests::realtime_mirror::{Processor, Route};
+
+    let cluster = mirror_tests::PrivateCluster::start();
+    cluster.psql("CREATE ROLE mirror LOGIN PASSWORD 'first-password'");
+    cluster.psql("CREATE DATABASE mirror OWNER mirror");
+    let secret = |password: &str| json!({ "username": "mirror", "password": password }).to_string();
+    let arn = create_secret(secret("first-password")).await;
+    // The store reads the secret in this process, through the AWS SDK's environment.
+    for (variable, value) in mirror_tests::sqs_env() {
+        std::env::set_var(variable, value);
+    }
+    let processor = Processor::connect(Config {
+        database_secret_arn: Some(arn.clone()),
+        database_endpoint: DatabaseEndpoint {
+            host: Some("127.0.0.1".into()),
+            port: Some(cluster.port),
+            name: Some("mirror".into()),
+        },
+        ..Config::default()
+    })
+    .await
+    .expect("the first secret opens the database");
+    let apply = |user: &'static str| {
+        let processor = processor.clone();
+        async move {
+            let record = mirror_tests::realtime_mirror::Record {
+                message_id: user.into(),
+                body: Some(follow(user, "t", "2025-10-08T12:00:00Z").to_string()),
+                receive_count: None,
+            };
+            processor
+                .process(vec![record], Route::AllFamilies)
+                .await
+                .records
+                .remove(0)
+                .outcome
+        }
+    };
+    assert_eq!(apply("u1").await, Outcome::Applied);
+
+    // The rotation: a new password in the database and in the secret; old sessions end.
+    cluster.psql("ALTER ROLE mirror PASSWORD 'second-password'");
+    secrets()
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(secret("second-password"))
+        .send()
+        .await
+        .unwrap();
+    cluster.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'mirror'");
+    assert_eq!(apply("u2").await, Outcome::Applied);
+}

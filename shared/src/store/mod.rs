@@ -43,6 +43,10 @@ pub enum StoreError {
     /// record, which is isolated so that the rest of its chunk commits.
     #[error("{0}")]
     RecordRefused(String),
+    /// The database refused the credentials (`28P01`): a rotated secret is read again
+    /// before the chunk is retried; otherwise like [`StoreError::Unavailable`].
+    #[error("database authentication failed: {0}")]
+    AuthenticationFailed(String),
     /// Anything else (a missing table, a permission): retried by the queue, and an operator's
     /// business.
     #[error("database error: {0}")]
@@ -73,6 +77,7 @@ impl From<sqlx::Error> for StoreError {
                 } else {
                     match code.as_str() {
                         "40001" | "40P01" | "55P03" => StoreError::Conflict(text),
+                        "28P01" => StoreError::AuthenticationFailed(text),
                         c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
                             StoreError::Unavailable(text)
                         }
@@ -144,14 +149,7 @@ impl Store {
     /// database down still answers (with retryable failures) instead of crashing.
     pub async fn connect(config: &Config) -> Result<Store, StoreError> {
         if let Some(arn) = &config.database_secret_arn {
-            let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-            let options = crate::credentials::fetch_secret(
-                &aws_sdk_secretsmanager::Client::new(&aws),
-                arn,
-                &config.database_endpoint,
-            )
-            .await?;
-            return Store::postgres_checked(options, config);
+            return Store::postgres_checked(Store::secret_options(arn, config).await?, config);
         }
         let url = config.database_url.expose();
         if DatabaseUrl::is_sqlite(url) {
@@ -164,6 +162,28 @@ impl Store {
             })?;
             Store::postgres_checked(options, config)
         }
+    }
+
+    /// The connect options the secret gives now.
+    async fn secret_options(arn: &str, config: &Config) -> Result<PgConnectOptions, StoreError> {
+        let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let client = aws_sdk_secretsmanager::Client::new(&aws);
+        crate::credentials::fetch_secret(&client, arn, &config.database_endpoint).await
+    }
+
+    /// After an authentication failure: reads the database secret again (it may have been
+    /// rotated since the cold start) and opens every new connection with what it holds now.
+    /// Connections already open stay as they are. Returns false when there is no secret.
+    pub async fn reload_credentials(&self, config: &Config) -> Result<bool, StoreError> {
+        let (Store::Postgres(pool, _), Some(arn)) = (self, &config.database_secret_arn) else {
+            return Ok(false);
+        };
+        let options = Store::secret_options(arn, config).await?;
+        pool.set_connect_options(pg_options(
+            crate::credentials::require_tls_off_loopback(options)?,
+            config,
+        ));
+        Ok(true)
     }
 
     /// A PostgreSQL store after the deployment rules: TLS off loopback, and the statement
@@ -179,14 +199,12 @@ impl Store {
     }
 
     pub fn postgres(options: PgConnectOptions, config: &Config) -> Store {
-        let (options, statements) = if config.statement_cache {
-            (options, PreparedStatements::Cached)
+        let statements = if config.statement_cache {
+            PreparedStatements::Cached
         } else {
-            (
-                options.statement_cache_capacity(0),
-                PreparedStatements::Unnamed,
-            )
+            PreparedStatements::Unnamed
         };
+        let options = pg_options(options, config);
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.db_timeout)
@@ -389,6 +407,15 @@ impl Store {
             snapshot.tables.insert(table.name.to_string(), rows);
         }
         Ok(snapshot)
+    }
+}
+
+/// The statement cache as configured: off, every statement is sent unnamed.
+fn pg_options(options: PgConnectOptions, config: &Config) -> PgConnectOptions {
+    if config.statement_cache {
+        options
+    } else {
+        options.statement_cache_capacity(0)
     }
 }
 
