@@ -490,6 +490,14 @@ mod tests {
         dir
     }
 
+    fn mkfifo(path: &Path) {
+        let made = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+    }
+
     fn rejection(outcome: &RecordOutcome) -> String {
         match &outcome.outcome {
             Outcome::Rejected(why) => why.to_string(),
@@ -510,11 +518,7 @@ mod tests {
         std::fs::write(dir.join(".hidden.json"), "{}").unwrap();
         std::fs::write(dir.join("nested/c.json"), "{}").unwrap();
         let fifo = dir.join("c-fifo");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        mkfifo(&fifo);
         let inputs = read_paths(std::slice::from_ref(&dir));
         let ids: Vec<String> = inputs
             .records
@@ -563,11 +567,7 @@ mod tests {
     fn what_is_not_a_regular_file_is_refused_unread() {
         let dir = temp_dir("special");
         let fifo = dir.join("fifo");
-        assert!(std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success());
+        mkfifo(&fifo);
         // A FIFO with no writer would block an open forever; /dev/zero never ends.
         for path in [fifo, PathBuf::from("/dev/zero")] {
             let inputs = read_paths(std::slice::from_ref(&path));

@@ -158,6 +158,18 @@ fn follow_body(i: usize) -> String {
     .to_string()
 }
 
+/// `apply FILE` exits 2 with `applied` records applied and the one record `rejected`.
+fn applied_and_rejected(mirror: &Mirror, file: &std::path::Path, applied: u64, rejected: &str) {
+    let (code, summary, stderr) = mirrorctl(&mirror.url, &["apply", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        (summary["applied"].as_u64(), summary["rejected"].as_u64()),
+        (Some(applied), Some(1)),
+        "{summary}"
+    );
+    assert_eq!(summary["rejections"][0]["messageId"], rejected);
+}
+
 #[tokio::test]
 async fn each_record_of_a_records_file_stands_alone_and_a_malformed_one_is_rejected_by_itself() {
     let mirror = Mirror::sqlite().await;
@@ -170,14 +182,7 @@ async fn each_record_of_a_records_file_stands_alone_and_a_malformed_one_is_rejec
     records.insert(1, serde_json::json!({"messageId": "bad", "body": 5}));
     let file = dir.join("four.json");
     std::fs::write(&file, serde_json::json!({ "Records": records }).to_string()).unwrap();
-    let (code, summary, stderr) = mirrorctl(&mirror.url, &["apply", file.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stderr}");
-    assert_eq!(
-        (summary["applied"].as_u64(), summary["rejected"].as_u64()),
-        (Some(3), Some(1)),
-        "{summary}"
-    );
-    assert_eq!(summary["rejections"][0]["messageId"], "bad");
+    applied_and_rejected(&mirror, &file, 3, "bad");
 
     // 2,500 records, one of them with a lone surrogate escape in its body.
     let mut text = String::from("{\"Records\": [");
@@ -195,14 +200,7 @@ async fn each_record_of_a_records_file_stands_alone_and_a_malformed_one_is_rejec
     text.push_str("]}");
     let file = dir.join("many.json");
     std::fs::write(&file, text).unwrap();
-    let (code, summary, stderr) = mirrorctl(&mirror.url, &["apply", file.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stderr}");
-    assert_eq!(
-        (summary["applied"].as_u64(), summary["rejected"].as_u64()),
-        (Some(2499), Some(1)),
-        "{summary}"
-    );
-    assert_eq!(summary["rejections"][0]["messageId"], "m1234");
+    applied_and_rejected(&mirror, &file, 2499, "m1234");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
