@@ -31,7 +31,9 @@ enum Command {
     /// Exits 0 when nothing was rejected or failed, 2 when something was rejected and
     /// nothing failed, 1 when anything failed.
     Apply {
-        /// Files holding an SQS event or one envelope, or directories of such files (read in name order).
+        /// Files holding an SQS event ({"Records": [...]}), JSON lines (one envelope a line) or one
+        /// envelope, or directories of such files (read in name order; entries passed over are
+        /// listed under "skipped"). Each record stands alone.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
