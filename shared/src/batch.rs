@@ -214,15 +214,32 @@ impl Processor {
     }
 
     /// When to give up chunks, for an invocation whose deadline is `deadline_ms`
-    /// (milliseconds since the epoch, as Lambda gives it; 0 is none): that, less
-    /// `MIRROR_DEADLINE_MARGIN` for dead-lettering, metrics and the response.
+    /// (milliseconds since the epoch, as Lambda gives it): that, less
+    /// `MIRROR_DEADLINE_MARGIN` for dead-lettering, metrics and the response. None when there
+    /// is no usable deadline: 0 (no Lambda context), or one that is not in the future when the
+    /// invocation starts, which Lambda never sends (cargo-lambda's local emulator sends its
+    /// timeout, 600000, instead of a time).
     pub fn deadline(&self, deadline_ms: u64) -> Option<tokio::time::Instant> {
+        let now_ms = u64::try_from(Timestamp::now().as_datetime().timestamp_millis()).unwrap_or(0);
         if deadline_ms == 0 {
             return None;
         }
-        let now_ms = u64::try_from(Timestamp::now().as_datetime().timestamp_millis()).unwrap_or(0);
-        let left = std::time::Duration::from_millis(deadline_ms.saturating_sub(now_ms))
+        if deadline_ms <= now_ms {
+            tracing::warn!(
+                deadline_ms,
+                now_ms,
+                "the invocation's deadline is not in the future; it is ignored"
+            );
+            return None;
+        }
+        let left = std::time::Duration::from_millis(deadline_ms - now_ms)
             .saturating_sub(self.config.deadline_margin);
+        tracing::debug!(
+            deadline_ms,
+            now_ms,
+            left_ms = left.as_millis() as u64,
+            "invocation deadline"
+        );
         Some(tokio::time::Instant::now() + left)
     }
 
@@ -478,4 +495,26 @@ fn log_outcomes(batch: &BatchOutcome) {
         conflict_retries = s.retries,
         "batch done"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_deadline_in_the_future_is_used_less_the_margin() {
+        let options = "sqlite::memory:".parse().unwrap();
+        let processor = Processor::new(Store::sqlite(options).await.unwrap(), Config::default());
+        let now_ms = Timestamp::now().as_datetime().timestamp_millis() as u64;
+        assert_eq!(processor.deadline(0), None, "no Lambda context");
+        assert_eq!(processor.deadline(600_000), None, "cargo-lambda's emulator");
+        assert_eq!(processor.deadline(now_ms - 1), None, "already past");
+        let at = processor
+            .deadline(now_ms + 10_000)
+            .expect("a deadline 10 s ahead");
+        let left = at - tokio::time::Instant::now();
+        // 10 s less the default 2 s margin (and the few ms this test took).
+        assert!(left <= std::time::Duration::from_secs(8), "{left:?}");
+        assert!(left > std::time::Duration::from_secs(7), "{left:?}");
+    }
 }
