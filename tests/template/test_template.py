@@ -229,5 +229,23 @@ class Template(unittest.TestCase):
                 self.assertEqual(resource["Properties"]["AlarmActions"], topic, name)
 
 
+    def test_an_operator_policy_reaches_only_this_stacks_queues_and_is_an_output(self):
+        statements = {st["Sid"]: st for st in self.r["OperatorPolicy"]["Properties"]["PolicyDocument"]["Statement"]}
+        self.assertEqual(set(statements), {"DeadLetterQueues", "SourceQueues"})
+        self.assertEqual(statements["DeadLetterQueues"]["Resource"],
+                         [{"Fn::GetAtt": [f"{family}DeadLetterQueue", "Arn"]} for family in FAMILIES])
+        self.assertIn("sqs:PurgeQueue", statements["DeadLetterQueues"]["Action"])
+        self.assertIn("sqs:StartMessageMoveTask", statements["DeadLetterQueues"]["Action"])
+        self.assertEqual(statements["SourceQueues"]["Resource"],
+                         [{"Fn::GetAtt": [f"{family}Queue", "Arn"]} for family in FAMILIES])
+        self.assertNotIn("sqs:PurgeQueue", statements["SourceQueues"]["Action"])
+        outputs = self.t["Outputs"]
+        self.assertEqual(outputs["OperatorPolicyArn"]["Value"], {"Ref": "OperatorPolicy"})
+        for family in FAMILIES:
+            self.assertEqual(outputs[f"{family}FunctionName"]["Value"], {"Ref": f"{family}Function"})
+            self.assertEqual(outputs[f"{family}DeadLetterQueueArn"]["Value"],
+                             {"Fn::GetAtt": [f"{family}DeadLetterQueue", "Arn"]})
+
+
 if __name__ == "__main__":
     unittest.main()
