@@ -13,14 +13,17 @@ use mirror_tests::{
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
 
+/// A name no earlier run used.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}{nanos}")
+}
+
 async fn create_secret(value: String) -> String {
-    let name = format!(
-        "mirror-db-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let name = unique("mirror-db-");
     secrets()
         .create_secret()
         .name(name)
@@ -140,13 +143,7 @@ async fn a_secret_with_only_user_and_password_reaches_the_database_named_by_the_
 ) {
     use sqlx::{Connection, PgConnection};
     let admin_options: PgConnectOptions = test_database_url().parse().unwrap();
-    let database = format!(
-        "rm_test_secret_{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let database = unique("rm_test_secret_");
     let mut admin = PgConnection::connect_with(&admin_options).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {database}"))
         .execute(&mut admin)
