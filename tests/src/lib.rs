@@ -527,6 +527,16 @@ impl PrivateCluster {
     /// Local socket connections are trusted (for the test's own set-up, through
     /// [`PrivateCluster::psql`]); TCP connections must give a SCRAM password.
     pub fn start() -> PrivateCluster {
+        PrivateCluster::start_with("127.0.0.1", |_| Vec::new())
+    }
+
+    /// As [`PrivateCluster::start`], listening on `address` (any of 127.0.0.0/8), with more
+    /// server settings (`-c name=value`), which `settings` makes from the cluster's own
+    /// directory (for files it writes there first, such as a certificate).
+    pub fn start_with(
+        address: &str,
+        settings: impl FnOnce(&std::path::Path) -> Vec<String>,
+    ) -> PrivateCluster {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL's server binaries under /usr/lib/postgresql")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -562,10 +572,17 @@ impl PrivateCluster {
             "--auth-local=trust",
             "--auth-host=scram-sha-256",
         ]);
-        let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
+        let hba = data.join("pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).expect("initdb wrote pg_hba.conf");
+        rules.push_str("host all all 127.0.0.0/8 scram-sha-256\n");
+        std::fs::write(&hba, rules).unwrap();
+        let mut options = format!(
+            "-p {port} -c listen_addresses={address} -c unix_socket_directories={}",
             dir.display()
         );
+        for setting in settings(&dir) {
+            options.push_str(&format!(" -c {setting}"));
+        }
         run(&[
             bin.join("pg_ctl").to_str().unwrap(),
             "-D",
@@ -578,6 +595,11 @@ impl PrivateCluster {
             "start",
         ]);
         PrivateCluster { port, dir, bin }
+    }
+
+    /// The cluster's own directory (its data directory is `data` inside).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// Runs SQL as the superuser over the trusted local socket.

@@ -149,7 +149,10 @@ impl Store {
     /// database down still answers (with retryable failures) instead of crashing.
     pub async fn connect(config: &Config) -> Result<Store, StoreError> {
         if let Some(arn) = &config.database_secret_arn {
-            return Store::postgres_checked(Store::secret_options(arn, config).await?, config);
+            return Ok(Store::postgres(
+                Store::secret_options(arn, config).await?,
+                config,
+            ));
         }
         let url = config.database_url.expose();
         if DatabaseUrl::is_sqlite(url) {
@@ -160,7 +163,11 @@ impl Store {
             let options = PgConnectOptions::from_str(url).map_err(|e| {
                 StoreError::Other(format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
             })?;
-            Store::postgres_checked(options, config)
+            let options = crate::credentials::tls_off_loopback(
+                options,
+                crate::credentials::names_root_cert(url),
+            )?;
+            Ok(Store::postgres(options, config))
         }
     }
 
@@ -179,23 +186,8 @@ impl Store {
             return Ok(false);
         };
         let options = Store::secret_options(arn, config).await?;
-        pool.set_connect_options(pg_options(
-            crate::credentials::require_tls_off_loopback(options)?,
-            config,
-        ));
+        pool.set_connect_options(pg_options(options, config));
         Ok(true)
-    }
-
-    /// A PostgreSQL store after the deployment rules: TLS off loopback, and the statement
-    /// cache as configured.
-    pub fn postgres_checked(
-        options: PgConnectOptions,
-        config: &Config,
-    ) -> Result<Store, StoreError> {
-        Ok(Store::postgres(
-            crate::credentials::require_tls_off_loopback(options)?,
-            config,
-        ))
     }
 
     pub fn postgres(options: PgConnectOptions, config: &Config) -> Store {
