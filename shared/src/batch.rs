@@ -213,6 +213,10 @@ impl Processor {
         &self.store
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// When to give up chunks, for an invocation whose deadline is `deadline_ms`
     /// (milliseconds since the epoch, as Lambda gives it): that, less
     /// `MIRROR_DEADLINE_MARGIN` for dead-lettering, metrics and the response. None when there

@@ -84,6 +84,10 @@ pub struct Config {
     /// the invocation's deadline are given up and reported as batch item failures, so that
     /// the committed ones are still acknowledged.
     pub deadline_margin: Duration,
+    /// `MIRROR_METRICS_NAMESPACE`, default `RealtimeMirror`: the CloudWatch namespace of the
+    /// functions' metrics. The template sets `RealtimeMirror/<stack name>`, so that two
+    /// stacks in one account (staging, prod) keep their metrics and alarms apart.
+    pub metrics_namespace: String,
 }
 
 /// Where the database is, when the credentials come from a secret.
@@ -108,6 +112,7 @@ impl Default for Config {
             database_endpoint: DatabaseEndpoint::default(),
             statement_timeout: Duration::from_secs(20),
             deadline_margin: Duration::from_secs(2),
+            metrics_namespace: crate::metrics::NAMESPACE.to_string(),
         }
     }
 }
@@ -168,8 +173,28 @@ impl Config {
                 None => defaults.deadline_margin,
                 Some(v) => duration_in("MIRROR_DEADLINE_MARGIN", &v, DEADLINE_MARGIN_RANGE)?,
             },
+            metrics_namespace: match get("MIRROR_METRICS_NAMESPACE") {
+                None => defaults.metrics_namespace,
+                Some(v) => namespace("MIRROR_METRICS_NAMESPACE", v.trim())?,
+            },
         })
     }
+}
+
+/// A CloudWatch namespace: 1 to 255 of letters, digits and `.-_/#:`, not starting with
+/// `AWS/` (reserved for AWS's own).
+fn namespace(variable: &'static str, value: &str) -> Result<String, ConfigError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+    if value.len() > 255 || !value.chars().all(allowed) || value.starts_with("AWS/") {
+        return Err(ConfigError {
+            variable,
+            problem: format!(
+                "is {value:?}; expected a CloudWatch namespace (up to 255 letters, digits and \
+                 . - _ / # :, not starting with AWS/)"
+            ),
+        });
+    }
+    Ok(value.to_string())
 }
 
 fn boolean(

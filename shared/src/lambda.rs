@@ -103,6 +103,7 @@ impl Function {
             .await;
         let cold_start = !self.warm.swap(true, Ordering::Relaxed);
         self.metrics.write(&InvocationMetrics::measure(
+            &self.processor.config().metrics_namespace,
             self.family,
             &outcome,
             &sent_at,

@@ -1,5 +1,6 @@
 //! CloudWatch metrics as Embedded Metric Format (EMF) documents on stdout: one per
-//! invocation, namespace `RealtimeMirror`, dimensions function and event family. CloudWatch
+//! invocation, namespace `RealtimeMirror` (or `MIRROR_METRICS_NAMESPACE`), dimensions
+//! function and event family. CloudWatch
 //! Logs turns them into metrics; latencies go as lists of values so that CloudWatch computes
 //! the percentiles the alarms use.
 //! <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
@@ -37,6 +38,8 @@ pub fn enqueue_to_commit_ms(
 /// What one invocation measured.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InvocationMetrics {
+    /// The CloudWatch namespace ([`NAMESPACE`] unless configured).
+    pub namespace: String,
     pub function: String,
     pub event_family: String,
     /// Enqueue (`SentTimestamp`) → commit, per applied record.
@@ -56,6 +59,7 @@ pub struct InvocationMetrics {
 
 impl InvocationMetrics {
     pub fn measure(
+        namespace: &str,
         family: Family,
         outcome: &BatchOutcome,
         sent_at_millis: &HashMap<String, i64>,
@@ -64,6 +68,7 @@ impl InvocationMetrics {
     ) -> Self {
         let committed = committed_at.as_datetime();
         let mut m = InvocationMetrics {
+            namespace: namespace.to_string(),
             function: family.function_name().to_string(),
             event_family: family.type_prefix().to_string(),
             batch_size: outcome.records.len(),
@@ -130,7 +135,7 @@ impl InvocationMetrics {
                     json!({
                         "Timestamp": timestamp_millis,
                         "CloudWatchMetrics": [{
-                            "Namespace": NAMESPACE,
+                            "Namespace": self.namespace,
                             "Dimensions": [["Function", "EventFamily"]],
                             "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
                         }],

@@ -14,6 +14,8 @@ from cfnlint.decode import decode
 
 TEMPLATE = pathlib.Path(__file__).resolve().parents[2] / "template.yaml"
 FAMILIES = {"DmMessage": "dm-message", "DmConversation": "dm-conversation", "FollowEdge": "follow-edge"}
+# The functions' metrics namespace, one per stack (MIRROR_METRICS_NAMESPACE).
+NAMESPACE = {"Fn::Sub": "RealtimeMirror/${AWS::StackName}"}
 
 
 def transformed():
@@ -144,13 +146,14 @@ class Template(unittest.TestCase):
     def test_alarms_cover_p95_latency_backlog_and_dead_letters(self):
         for family, binary in FAMILIES.items():
             latency = self.r[f"{family}LatencyAlarm"]["Properties"]
-            self.assertEqual((latency["Namespace"], latency["MetricName"]), ("RealtimeMirror", "sql_mirror_latency_ms"))
+            self.assertEqual((latency["Namespace"], latency["MetricName"]), (NAMESPACE, "sql_mirror_latency_ms"))
             self.assertEqual(latency["ExtendedStatistic"], "p95")
-            self.assertEqual(latency["Threshold"], 250)
+            self.assertEqual(latency["Threshold"], {"Ref": "LatencyAlarmMilliseconds"})
             self.assertEqual(latency["Period"] * latency["EvaluationPeriods"], 15 * 60)
             self.assertEqual(latency["Dimensions"][0], {"Name": "Function", "Value": binary})
             backlog = self.r[f"{family}BacklogAlarm"]["Properties"]
-            self.assertEqual((backlog["MetricName"], backlog["Threshold"]), ("ApproximateNumberOfMessagesVisible", 1000))
+            self.assertEqual((backlog["MetricName"], backlog["Threshold"]),
+                             ("ApproximateNumberOfMessagesVisible", {"Ref": "BacklogAlarmMessages"}))
             dead = self.r[f"{family}DeadLetterAlarm"]["Properties"]
             self.assertEqual(dead["Dimensions"][0]["Value"], {"Fn::GetAtt": [f"{family}DeadLetterQueue", "QueueName"]})
             self.assertEqual((dead["Threshold"], dead["ComparisonOperator"]), (0, "GreaterThanThreshold"))
@@ -209,7 +212,7 @@ class Template(unittest.TestCase):
             expected = {
                 f"{family}QueueAgeAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", f"{family}Queue"),
                 f"{family}DeadLetterAgeAlarm": ("AWS/SQS", "ApproximateAgeOfOldestMessage", f"{family}DeadLetterQueue"),
-                f"{family}FailedAlarm": ("RealtimeMirror", "failed", None),
+                f"{family}FailedAlarm": (NAMESPACE, "failed", None),
                 f"{family}ErrorsAlarm": ("AWS/Lambda", "Errors", None),
                 f"{family}ThrottlesAlarm": ("AWS/Lambda", "Throttles", None),
             }
@@ -245,6 +248,66 @@ class Template(unittest.TestCase):
             self.assertEqual(outputs[f"{family}FunctionName"]["Value"], {"Ref": f"{family}Function"})
             self.assertEqual(outputs[f"{family}DeadLetterQueueArn"]["Value"],
                              {"Fn::GetAtt": [f"{family}DeadLetterQueue", "Arn"]})
+
+    def test_metrics_and_alarms_of_two_stacks_stay_apart_and_every_alarm_is_named(self):
+        env = self.globals["Environment"]["Variables"]
+        self.assertEqual(env["MIRROR_METRICS_NAMESPACE"], NAMESPACE)
+        body = self.r["MirrorDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+        dashboard = json.loads(body)
+        namespaces = {m[0] for w in dashboard["widgets"] for m in w["properties"]["metrics"]
+                      if not m[0].startswith("AWS/") and m[0] != "..."}
+        self.assertEqual(namespaces, {"RealtimeMirror/${AWS::StackName}"})
+        for name, resource in self.r.items():
+            if resource["Type"] == "AWS::CloudWatch::Alarm":
+                props = resource["Properties"]
+                self.assertIn("${AWS::StackName}", props["AlarmName"]["Fn::Sub"], name)
+                namespace = props["Namespace"]
+                self.assertTrue(namespace == NAMESPACE or namespace.startswith("AWS/"), f"{name}: {namespace}")
+        for parameter, value in self.t["Parameters"].items():
+            self.assertTrue(value.get("Description"), f"parameter {parameter} is described")
+
+    def test_an_optional_vpc_id_creates_secrets_manager_and_sqs_endpoints_reachable_from_the_functions(self):
+        self.assertEqual(self.t["Parameters"]["VpcId"]["Default"], "")
+        self.assertEqual(self.t["Conditions"]["CreateEndpoints"], {"Fn::Not": [{"Fn::Equals": [{"Ref": "VpcId"}, ""]}]})
+        for name, service in [("SecretsManagerEndpoint", "secretsmanager"), ("SqsEndpoint", "sqs")]:
+            endpoint = self.r[name]
+            self.assertEqual(endpoint["Condition"], "CreateEndpoints")
+            props = endpoint["Properties"]
+            self.assertEqual(props["ServiceName"], {"Fn::Sub": f"com.amazonaws.${{AWS::Region}}.{service}"})
+            self.assertEqual((props["VpcEndpointType"], props["PrivateDnsEnabled"]), ("Interface", True))
+            self.assertEqual(props["SubnetIds"], {"Ref": "SubnetIds"})
+            self.assertEqual(props["SecurityGroupIds"], [{"Ref": "EndpointSecurityGroup"}])
+        ingress = self.r["EndpointSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+        self.assertEqual([(i["IpProtocol"], i["FromPort"], i["ToPort"], i["SourceSecurityGroupId"]) for i in ingress],
+                         [("tcp", 443, 443, {"Ref": "FunctionSecurityGroup"})])
+        # SAM's output: every function carries the stack's group only when the endpoints exist.
+        out = transformed()["Resources"]
+        for family in FAMILIES:
+            groups = out[f"{family}Function"]["Properties"]["VpcConfig"]["SecurityGroupIds"]
+            when, with_endpoints, without = groups["Fn::If"]
+            self.assertEqual(when, "CreateEndpoints")
+            self.assertIn("${FunctionSecurityGroup}", json.dumps(with_endpoints))
+            self.assertEqual(without, {"Ref": "SecurityGroupIds"})
+
+    def test_reserved_concurrency_when_chosen_equals_the_maximum_concurrency(self):
+        out = transformed()["Resources"]
+        for family in FAMILIES:
+            self.assertEqual(out[f"{family}Function"]["Properties"]["ReservedConcurrentExecutions"],
+                             {"Fn::If": ["ReserveOn", {"Ref": "MaximumConcurrency"}, {"Ref": "AWS::NoValue"}]})
+            mapping = next(r for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+                           and r["Properties"]["FunctionName"] == {"Ref": f"{family}Function"})
+            self.assertEqual(mapping["Properties"]["ScalingConfig"]["MaximumConcurrency"], {"Ref": "MaximumConcurrency"})
+        self.assertEqual(self.t["Parameters"]["ReserveConcurrency"]["Default"], "false")
+
+    def test_chosen_sns_topics_and_eventbridge_rules_may_send_to_the_queues_and_nothing_else(self):
+        policy = self.r["ProducerQueuePolicy"]
+        self.assertEqual(policy["Condition"], "HasProducers")
+        self.assertEqual(policy["Properties"]["Queues"], [{"Ref": f"{family}Queue"} for family in FAMILIES])
+        (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+        self.assertEqual(statement["Action"], "sqs:SendMessage")
+        self.assertEqual(statement["Principal"], {"Service": ["sns.amazonaws.com", "events.amazonaws.com"]})
+        self.assertEqual(statement["Condition"], {"ArnEquals": {"aws:SourceArn": {"Ref": "ProducerSourceArns"}}})
+        self.assertEqual(statement["Resource"], [{"Fn::GetAtt": [f"{family}Queue", "Arn"]} for family in FAMILIES])
 
 
 if __name__ == "__main__":

@@ -211,3 +211,32 @@ async fn more_than_100_latencies_are_split_across_valid_documents() {
     assert_eq!(docs[0]["applied"], 250);
     assert!(docs[1].get("applied").is_none(), "counts are written once");
 }
+
+#[tokio::test]
+async fn metrics_go_to_the_namespace_the_stack_configures() {
+    use mirror_tests::realtime_mirror::config::Config;
+    use mirror_tests::realtime_mirror::Processor;
+
+    let mirror = Mirror::sqlite().await;
+    let config = Config::from_lookup(|name| {
+        (name == "MIRROR_METRICS_NAMESPACE").then(|| "RealtimeMirror/staging".to_string())
+    })
+    .unwrap();
+    let mut f = Function::new(
+        Family::DmMessage,
+        Processor::new(mirror.processor.store().clone(), config),
+    );
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    f.metrics = MetricsSink::Memory(buffer.clone());
+    let docs = documents(&f, &buffer, sample("02-dm-message.json")).await;
+    assert_eq!(
+        docs[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "RealtimeMirror/staging"
+    );
+    let refused = Config::from_lookup(|name| {
+        (name == "MIRROR_METRICS_NAMESPACE").then(|| "AWS/Lambda".to_string())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(refused.contains("MIRROR_METRICS_NAMESPACE"), "{refused}");
+}
