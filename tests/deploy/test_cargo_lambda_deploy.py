@@ -1,0 +1,161 @@
+"""scripts/deploy-cargo-lambda, the deployment path without SAM, run for real against an
+emulator of Lambda, IAM and SQS (moto's server, MIRROR_TEST_SQS_ENDPOINT, started by
+scripts/test) with the AWS CLI and cargo-lambda from the project's .venv.
+
+The functions uploaded are the workspace's own binaries (target/debug, stripped): scripts/test
+builds them first.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+import unittest
+
+import boto3
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "deploy-cargo-lambda"
+FUNCTIONS = ["dm-message", "dm-conversation", "follow-edge"]
+SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:mirror-db-AbCdEf"
+
+
+def endpoint():
+    url = os.environ.get("MIRROR_TEST_SQS_ENDPOINT")
+    if not url:
+        raise AssertionError("MIRROR_TEST_SQS_ENDPOINT is not set: run scripts/test, which starts moto")
+    return url
+
+
+def aws_env():
+    return {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+def client(service):
+    return boto3.client(service, endpoint_url=endpoint(), **{
+        "aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"})
+
+
+class DeployWithCargoLambda(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.lambda_dir = tempfile.TemporaryDirectory()
+        for function in FUNCTIONS:
+            binary = ROOT / "target" / "debug" / function
+            if not binary.exists():
+                raise AssertionError(f"{binary} is missing: cargo build --workspace --bins first")
+            (pathlib.Path(cls.lambda_dir.name) / function).mkdir()
+            subprocess.run(["strip", "-o", f"{cls.lambda_dir.name}/{function}/bootstrap", str(binary)], check=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lambda_dir.cleanup()
+
+    def deploy(self, stack, **settings):
+        env = dict(os.environ)
+        env.update(aws_env())
+        env["PATH"] = f"{ROOT / '.venv' / 'bin'}:{env['PATH']}"
+        env.update({
+            "AWS_ENDPOINT_URL": endpoint(),
+            "MIRROR_STACK": stack,
+            "DATABASE_SECRET_ARN": SECRET,
+            "SUBNET_IDS": "subnet-0a1b2c3d,subnet-4e5f6a7b",
+            "SECURITY_GROUP_IDS": "sg-0123abcd",
+            "MIRROR_DB_HOST": "mirror.cluster-abc.us-east-1.rds.amazonaws.com",
+            "LAMBDA_DIR": self.lambda_dir.name,
+        })
+        env.update({k: str(v) for k, v in settings.items()})
+        return subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, timeout=600)
+
+    def queue_names(self, stack):
+        urls = client("sqs").list_queues(QueueNamePrefix=stack).get("QueueUrls", [])
+        return sorted(url.rsplit("/", 1)[1] for url in urls)
+
+    def mappings(self, name):
+        return client("lambda").list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
+
+    def test_each_function_gets_its_queues_a_scoped_role_and_a_trigger_that_reports_item_failures(self):
+        stack = f"cl{int(time.time() * 1000)}"
+        run = self.deploy(stack, MAX_RECEIVE_COUNT=7, RESERVE_CONCURRENCY="true", MAXIMUM_CONCURRENCY=4)
+        self.assertEqual(run.returncode, 0, run.stderr[-4000:])
+        sqs, lam, iam = client("sqs"), client("lambda"), client("iam")
+        self.assertEqual(self.queue_names(stack), sorted(f"{stack}-{f}{s}" for f in FUNCTIONS for s in ["", "-dlq"]))
+        for function in FUNCTIONS:
+            name = f"{stack}-{function}"
+            queue_url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+            dlq_url = sqs.get_queue_url(QueueName=f"{name}-dlq")["QueueUrl"]
+            queue = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+            dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
+            self.assertEqual(json.loads(queue["RedrivePolicy"]),
+                             {"deadLetterTargetArn": dlq["QueueArn"], "maxReceiveCount": 7})
+            self.assertEqual(queue["VisibilityTimeout"], "180")
+            self.assertEqual(dlq["MessageRetentionPeriod"], "1209600")
+
+            config = lam.get_function_configuration(FunctionName=name)
+            self.assertEqual((config["Runtime"], config["Handler"], config["Timeout"], config["MemorySize"]),
+                             ("provided.al2023", "bootstrap", 30, 256))
+            self.assertEqual(config["VpcConfig"]["SubnetIds"], ["subnet-0a1b2c3d", "subnet-4e5f6a7b"])
+            self.assertEqual(config["VpcConfig"]["SecurityGroupIds"], ["sg-0123abcd"])
+            env = config["Environment"]["Variables"]
+            self.assertEqual(env["DATABASE_SECRET_ARN"], SECRET)
+            self.assertEqual((env["MIRROR_DLQ_URL"], env["MIRROR_SOURCE_QUEUE_URL"]), (dlq_url, queue_url))
+            self.assertEqual((env["MIRROR_MIGRATE"], env["MIRROR_METRICS_NAMESPACE"]), ("false", f"RealtimeMirror/{stack}"))
+            self.assertEqual(env["MIRROR_DB_HOST"], "mirror.cluster-abc.us-east-1.rds.amazonaws.com")
+            self.assertEqual(lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"], 4)
+
+            self.assertEqual(config["Role"], iam.get_role(RoleName=name)["Role"]["Arn"])
+            policy = iam.get_role_policy(RoleName=name, PolicyName="mirror")["PolicyDocument"]
+            if isinstance(policy, str):
+                policy = json.loads(policy)
+            resources = {st["Sid"]: st["Resource"] for st in policy["Statement"]}
+            self.assertEqual(resources["OwnQueue"], queue["QueueArn"])
+            self.assertEqual(resources["OwnDeadLetterQueue"], dlq["QueueArn"])
+            self.assertEqual(resources["DatabaseSecret"], SECRET)
+            self.assertNotIn("*", [r for sid, r in resources.items() if sid != "VpcNetworkInterfaces"])
+
+            (mapping,) = self.mappings(name)
+            self.assertEqual(mapping["EventSourceArn"], queue["QueueArn"])
+            self.assertEqual(mapping["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+            self.assertEqual((mapping["BatchSize"], mapping["ScalingConfig"]["MaximumConcurrency"]), (10, 4))
+
+        # Run again with other settings: everything is updated in place, nothing doubled.
+        again = self.deploy(stack, MAX_RECEIVE_COUNT=7, BATCH_SIZE=100, BATCHING_WINDOW=5, MAXIMUM_CONCURRENCY=6)
+        self.assertEqual(again.returncode, 0, again.stderr[-4000:])
+        for function in FUNCTIONS:
+            (mapping,) = self.mappings(f"{stack}-{function}")
+            self.assertEqual((mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"],
+                              mapping["ScalingConfig"]["MaximumConcurrency"]), (100, 5, 6))
+        self.assertEqual(len(self.queue_names(stack)), 6)
+
+    def test_a_dry_run_prints_every_call_and_makes_none(self):
+        stack = f"dry{int(time.time() * 1000)}"
+        run = self.deploy(stack, DRY_RUN=1)
+        self.assertEqual(run.returncode, 0, run.stderr[-4000:])
+        for function in FUNCTIONS:
+            name = f"{stack}-{function}"
+            self.assertIn(f"+ cargo lambda deploy {name} ", run.stderr)
+            self.assertIn(f"create-event-source-mapping --function-name {name} ", run.stderr)
+            self.assertIn("--function-response-types ReportBatchItemFailures --scaling-config MaximumConcurrency=5",
+                          run.stderr)
+        self.assertEqual(self.queue_names(stack), [])
+
+    def test_settings_aws_refuses_are_refused_before_any_call(self):
+        stack = f"bad{int(time.time() * 1000)}"
+        run = self.deploy(stack, BATCH_SIZE=100)
+        self.assertEqual(run.returncode, 2)
+        self.assertIn("BATCH_SIZE 100 needs BATCHING_WINDOW of at least 1", run.stderr)
+        missing = self.deploy(stack, DATABASE_SECRET_ARN="")
+        self.assertEqual(missing.returncode, 2)
+        self.assertIn("DATABASE_SECRET_ARN is not set", missing.stderr)
+        self.assertEqual(self.queue_names(stack), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
