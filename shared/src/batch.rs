@@ -2,6 +2,8 @@
 //! record, so a malformed body fails alone; writing is per chunk, set-based, with at most
 //! `MIRROR_MAX_CONNECTIONS` chunks in flight.
 
+use std::collections::HashSet;
+
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
@@ -56,6 +58,20 @@ pub struct RecordOutcome {
 }
 
 impl RecordOutcome {
+    /// The one rule for what a queue keeps, behind "never dropped", used by every consumer of
+    /// a queue (the Lambda handler's batch item failures, the worker's deletes). A failure
+    /// stays, to be delivered again. A rejection stays unless it already reached the
+    /// dead-letter queue (`dead_lettered`); kept, the queue's redrive policy moves it there
+    /// after `maxReceiveCount` receives. Everything else took effect, or already had, and is
+    /// acknowledged.
+    pub fn stays_on_queue(&self, dead_lettered: &HashSet<String>) -> bool {
+        match &self.outcome {
+            Outcome::Failed(_) => true,
+            Outcome::Rejected(_) => !dead_lettered.contains(&self.message_id),
+            Outcome::Applied | Outcome::Duplicate | Outcome::Stale => false,
+        }
+    }
+
     pub fn new(message_id: impl Into<String>, outcome: Outcome) -> Self {
         RecordOutcome {
             message_id: message_id.into(),
@@ -126,42 +142,66 @@ impl Summary {
     }
 }
 
+/// How many records of a batch ended each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub applied: usize,
+    pub duplicate: usize,
+    pub stale: usize,
+    pub rejected: usize,
+    pub failed: usize,
+}
+
 impl BatchOutcome {
-    pub fn summary(&self) -> Summary {
-        let mut s = Summary {
-            retries: self.conflict_retries,
-            ..Summary::default()
-        };
+    /// The outcomes counted by kind: the one count behind the summary, the metrics and the
+    /// worker's totals.
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
         for r in &self.records {
             match &r.outcome {
-                Outcome::Applied => s.applied += 1,
-                Outcome::Duplicate => s.duplicates += 1,
-                Outcome::Stale => s.stale += 1,
-                Outcome::Rejected(why) => {
-                    s.rejected += 1;
-                    s.rejections.push(Problem {
-                        message_id: r.message_id.clone(),
-                        reason: why.to_string(),
-                    });
-                }
-                Outcome::Failed(why) => {
-                    s.failed += 1;
-                    s.failures.push(Problem {
-                        message_id: r.message_id.clone(),
-                        reason: why.clone(),
-                    });
-                }
+                Outcome::Applied => counts.applied += 1,
+                Outcome::Duplicate => counts.duplicate += 1,
+                Outcome::Stale => counts.stale += 1,
+                Outcome::Rejected(_) => counts.rejected += 1,
+                Outcome::Failed(_) => counts.failed += 1,
             }
         }
-        s
+        counts
     }
 
-    /// The records the queue must keep: failures (to retry) and rejections (so that the
-    /// redrive policy moves them to the dead-letter queue instead of losing them).
-    pub fn records_to_keep(&self) -> impl Iterator<Item = &RecordOutcome> {
+    pub fn has_rejections(&self) -> bool {
         self.records
             .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Rejected(_) | Outcome::Failed(_)))
+            .any(|r| matches!(r.outcome, Outcome::Rejected(_)))
+    }
+
+    pub fn summary(&self) -> Summary {
+        let counts = self.counts();
+        let problem = |r: &RecordOutcome, reason: String| Problem {
+            message_id: r.message_id.clone(),
+            reason,
+        };
+        Summary {
+            applied: counts.applied,
+            duplicates: counts.duplicate,
+            stale: counts.stale,
+            rejected: counts.rejected,
+            failed: counts.failed,
+            retries: self.conflict_retries,
+            rejections: (self.records.iter())
+                .filter_map(|r| match &r.outcome {
+                    Outcome::Rejected(why) => Some(problem(r, why.to_string())),
+                    _ => None,
+                })
+                .collect(),
+            failures: (self.records.iter())
+                .filter_map(|r| match &r.outcome {
+                    Outcome::Failed(why) => Some(problem(r, why.clone())),
+                    _ => None,
+                })
+                .collect(),
+            skipped: Vec::new(),
+        }
     }
 
     pub fn extend(&mut self, other: BatchOutcome) {
@@ -504,6 +544,38 @@ fn log_outcomes(batch: &BatchOutcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_queue_keeps_failures_and_rejections_not_yet_dead_lettered_and_nothing_else() {
+        let outcome = BatchOutcome {
+            records: vec![
+                RecordOutcome::new("applied", Outcome::Applied),
+                RecordOutcome::new("duplicate", Outcome::Duplicate),
+                RecordOutcome::new("stale", Outcome::Stale),
+                RecordOutcome::new("failed", Outcome::Failed("database unreachable".into())),
+                RecordOutcome::new("rejected", Outcome::Rejected(Rejection::Empty)),
+                RecordOutcome::new("dead-lettered", Outcome::Rejected(Rejection::Empty)),
+            ],
+            conflict_retries: 0,
+        };
+        let dead_lettered: HashSet<String> = ["dead-lettered".to_string()].into();
+        let kept: Vec<&str> = (outcome.records.iter())
+            .filter(|r| r.stays_on_queue(&dead_lettered))
+            .map(|r| r.message_id.as_str())
+            .collect();
+        assert_eq!(kept, ["failed", "rejected"]);
+        assert_eq!(
+            outcome.counts(),
+            Counts {
+                applied: 1,
+                duplicate: 1,
+                stale: 1,
+                rejected: 2,
+                failed: 1
+            }
+        );
+        assert!(outcome.has_rejections());
+    }
 
     #[tokio::test]
     async fn only_a_deadline_in_the_future_is_used_less_the_margin() {

@@ -10,7 +10,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use clap::Parser;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
-use crate::batch::{BatchOutcome, Outcome, Processor, Record, Route};
+use crate::batch::{BatchOutcome, Processor, Record, Route};
 use crate::config::Config;
 use crate::event::Family;
 use crate::metrics::InvocationMetrics;
@@ -92,10 +92,14 @@ impl Function {
             })
             .collect();
         let records = records(event.payload);
-        let bodies: HashMap<String, Option<String>> = records
-            .iter()
-            .map(|r| (r.message_id.clone(), r.body.clone()))
-            .collect();
+        // Kept only where a rejection can be dead-lettered with its body.
+        let bodies: HashMap<String, Option<String>> = match &self.dead_letters {
+            Some(_) => records
+                .iter()
+                .map(|r| (r.message_id.clone(), r.body.clone()))
+                .collect(),
+            None => HashMap::new(),
+        };
         let deadline = self.processor.deadline(event.context.deadline);
         let outcome = self
             .processor
@@ -111,12 +115,12 @@ impl Function {
             cold_start,
         ));
         let dead_lettered: HashSet<String> = match &self.dead_letters {
-            Some(dlq) => dlq
+            Some(dlq) if outcome.has_rejections() => dlq
                 .send_rejections(&outcome, &bodies)
                 .await
                 .into_iter()
                 .collect(),
-            None => HashSet::new(),
+            _ => HashSet::new(),
         };
         Ok(batch_response(&outcome, &dead_lettered))
     }
@@ -125,12 +129,7 @@ impl Function {
 fn batch_response(outcome: &BatchOutcome, dead_lettered: &HashSet<String>) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in &outcome.records {
-        let keep = match &record.outcome {
-            Outcome::Failed(_) => true,
-            Outcome::Rejected(_) => !dead_lettered.contains(&record.message_id),
-            _ => false,
-        };
-        if keep {
+        if record.stays_on_queue(dead_lettered) {
             response.add_failure(record.message_id.clone());
         }
     }

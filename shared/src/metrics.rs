@@ -67,6 +67,7 @@ impl InvocationMetrics {
         cold_start: bool,
     ) -> Self {
         let committed = committed_at.as_datetime();
+        let counts = outcome.counts();
         let mut m = InvocationMetrics {
             namespace: namespace.to_string(),
             function: family.function_name().to_string(),
@@ -74,24 +75,20 @@ impl InvocationMetrics {
             batch_size: outcome.records.len(),
             cold_start,
             conflict_retries: outcome.conflict_retries,
+            applied: counts.applied,
+            duplicate: counts.duplicate,
+            stale: counts.stale,
+            rejected: counts.rejected,
+            failed: counts.failed,
             ..InvocationMetrics::default()
         };
         m.sql_mirror_latency_ms = enqueue_to_commit_ms(outcome, sent_at_millis, committed_at);
         for r in &outcome.records {
-            match &r.outcome {
-                Outcome::Applied => {
-                    m.applied += 1;
-                    if let Some(at) = r.occurred_at {
-                        let micros = (committed - at.as_datetime())
-                            .num_microseconds()
-                            .unwrap_or(i64::MAX);
-                        m.source_to_commit_ms.push(micros.max(0) as f64 / 1000.0);
-                    }
-                }
-                Outcome::Duplicate => m.duplicate += 1,
-                Outcome::Stale => m.stale += 1,
-                Outcome::Rejected(_) => m.rejected += 1,
-                Outcome::Failed(_) => m.failed += 1,
+            if let (Outcome::Applied, Some(at)) = (&r.outcome, r.occurred_at) {
+                let micros = (committed - at.as_datetime())
+                    .num_microseconds()
+                    .unwrap_or(i64::MAX);
+                m.source_to_commit_ms.push(micros.max(0) as f64 / 1000.0);
             }
         }
         m

@@ -14,7 +14,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeN
 use aws_sdk_sqs::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{Outcome, Processor, Route};
+use crate::batch::{Processor, Route};
 use crate::event::Family;
 use crate::queue::{describe, DeadLetterQueue, Latencies, Received, SQS_BATCH};
 use crate::timestamp::Timestamp;
@@ -147,7 +147,7 @@ async fn handle_batch(
     latencies.record(&outcome, &sent_at, committed_at);
 
     let dead_lettered: HashSet<String> = match &settings.dead_letters {
-        Some(dlq) => {
+        Some(dlq) if outcome.has_rejections() => {
             let bodies = received
                 .iter()
                 .map(|r| (r.record.message_id.clone(), r.record.body.clone()))
@@ -157,37 +157,19 @@ async fn handle_batch(
                 .into_iter()
                 .collect()
         }
-        None => HashSet::new(),
+        _ => HashSet::new(),
     };
-    let mut acknowledge = Vec::new();
-    for (r, got) in received.iter().zip(&outcome.records) {
-        totals.received += 1;
-        let done = match &got.outcome {
-            Outcome::Applied => {
-                totals.applied += 1;
-                true
-            }
-            Outcome::Duplicate => {
-                totals.duplicates += 1;
-                true
-            }
-            Outcome::Stale => {
-                totals.stale += 1;
-                true
-            }
-            Outcome::Rejected(_) => {
-                totals.rejected += 1;
-                dead_lettered.contains(&r.record.message_id)
-            }
-            Outcome::Failed(_) => {
-                totals.failed += 1;
-                false
-            }
-        };
-        if done {
-            acknowledge.push(r);
-        }
-    }
+    let acknowledge: Vec<&Received> = (received.iter().zip(&outcome.records))
+        .filter(|(_, got)| !got.stays_on_queue(&dead_lettered))
+        .map(|(r, _)| r)
+        .collect();
+    let counts = outcome.counts();
+    totals.received += received.len() as u64;
+    totals.applied += counts.applied as u64;
+    totals.duplicates += counts.duplicate as u64;
+    totals.stale += counts.stale as u64;
+    totals.rejected += counts.rejected as u64;
+    totals.failed += counts.failed as u64;
     totals.conflict_retries += outcome.conflict_retries as u64;
     totals.dead_lettered += dead_lettered.len() as u64;
     totals.acknowledged += delete(client, &settings.queue_url, &acknowledge).await;
