@@ -374,6 +374,13 @@ pub async fn drained(client: &aws_sdk_sqs::Client, url: &str, limit: std::time::
     }
 }
 
+/// A sample SQS event of the repository's `events/` directory, by its path there.
+pub fn sample_event(name: &str) -> aws_lambda_events::event::sqs::SqsEvent {
+    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not an SQS event: {e}"))
+}
+
 /// The path of a workspace binary built beside the running test.
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test's path");

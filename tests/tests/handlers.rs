@@ -1,20 +1,15 @@
 //! The Lambda handler fed the sample files in `events/`, asserting on `batchItemFailures`
 //! and on the rows, as `cargo lambda invoke` would.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{Context, LambdaEvent};
 use mirror_tests::realtime_mirror::batch::{Outcome, Route};
 use mirror_tests::realtime_mirror::config::Config;
 use mirror_tests::realtime_mirror::lambda::{records, Function};
 use mirror_tests::realtime_mirror::{Family, Processor, Store};
+use mirror_tests::sample_event as sample;
 use mirror_tests::{on_both_stores, Mirror};
 use serde_json::Value;
-
-fn sample(name: &str) -> SqsEvent {
-    let path = format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not an SQS event: {e}"))
-}
 
 async fn invoke(processor: &Processor, family: Family, name: &str) -> SqsBatchResponse {
     Function::new(family, processor.clone())

@@ -8,6 +8,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
 use mirror_tests::realtime_mirror::lambda::{Function, MetricsSink};
 use mirror_tests::realtime_mirror::Family;
+use mirror_tests::sample_event as sample;
 use mirror_tests::Mirror;
 use serde_json::{json, Value};
 
@@ -88,14 +89,6 @@ fn assert_emf(doc: &Value) {
             }
         }
     }
-}
-
-fn sample(name: &str) -> SqsEvent {
-    serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn documents(

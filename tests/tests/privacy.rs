@@ -6,12 +6,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Context, LambdaEvent};
 use mirror_tests::realtime_mirror::lambda::{Function, MetricsSink};
 use mirror_tests::realtime_mirror::queue::DeadLetterQueue;
 use mirror_tests::realtime_mirror::worker::{self, WorkerSettings};
 use mirror_tests::realtime_mirror::{telemetry, Family};
+use mirror_tests::sample_event as sample;
 use mirror_tests::{create_queue, drained, sqs, Mirror};
 use serde_json::Value;
 
@@ -34,14 +34,6 @@ const FILES: [(&str, Family); 4] = [
     ("03-follow-edge.json", Family::FollowEdge),
     ("bad/dm-message-rejections.json", Family::DmMessage),
 ];
-
-fn sample(name: &str) -> SqsEvent {
-    serde_json::from_str(
-        &std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap(),
-    )
-    .unwrap()
-}
 
 /// Every text a sample carries as message content, wherever it sits in the envelope.
 fn private_texts() -> Vec<String> {
