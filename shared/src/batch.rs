@@ -41,7 +41,7 @@ pub enum Outcome {
     Applied,
     Duplicate,
     Stale,
-    /// Final: never retried (CONTRACT.md section 3, rejected events).
+    /// Final: never retried (docs/contract.md §3.9).
     Rejected(Rejection),
     /// Transient: the record should be delivered again.
     Failed(String),
@@ -107,7 +107,7 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// The JSON summary `mirrorctl apply` prints (CONTRACT.md section 5).
+/// The JSON summary `mirrorctl apply` prints (docs/contract.md §6).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub applied: usize,
@@ -124,7 +124,7 @@ pub struct Summary {
     pub skipped: Vec<crate::inputs::Skipped>,
 }
 
-/// The operator's exit codes (CONTRACT.md section 5): 0 when nothing was rejected or
+/// The operator's exit codes (docs/contract.md §6): 0 when nothing was rejected or
 /// failed, 2 when something was rejected and nothing failed, 1 when anything failed.
 pub fn exit_code(rejected: usize, failed: usize) -> i32 {
     if failed > 0 {

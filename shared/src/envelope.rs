@@ -1,4 +1,4 @@
-//! The four accepted body shapes (CONTRACT.md section 1), unwrapped to one [`Envelope`]:
+//! The four accepted body shapes (docs/contract.md §1), unwrapped to one [`Envelope`]:
 //! the canonical envelope, CloudEvents 1.0 structured JSON, and either of them inside an
 //! SNS notification or an EventBridge event.
 

@@ -1,4 +1,4 @@
-//! Events as the mirror applies them (CONTRACT.md sections 2 and 3): the type, the entity,
+//! Events as the mirror applies them (docs/contract.md §2 and §3): the type, the entity,
 //! the full document or a tombstone, the version, the content hash and the idempotency key.
 
 use std::fmt;
@@ -52,7 +52,7 @@ pub enum Action {
 }
 
 impl Action {
-    /// Both verb forms are accepted (seed 001 writes `create`, seed 000 `created`).
+    /// Both verb forms are accepted (CloudEvents producers write `create`, canonical envelopes `created`).
     fn parse(verb: &str) -> Option<Action> {
         match verb {
             "created" | "create" => Some(Action::Created),

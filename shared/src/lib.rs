@@ -1,7 +1,7 @@
 //! realtime-mirror: applies document-store change events to SQL, exactly once in effect, in
 //! any order, under a bounded number of connections.
 //!
-//! - [`envelope`] and [`event`]: what arrives and what it means (CONTRACT.md sections 1–3).
+//! - [`envelope`] and [`event`]: what arrives and what it means (contract §1–3, docs/contract.md).
 //! - [`store`]: how it is applied, with one module per SQL dialect (section 4).
 //! - [`batch`]: a batch of queue records → outcomes, with a concurrency cap.
 //! - [`lambda`]: the SQS-triggered function; [`inputs`]: event files for `mirrorctl apply`.

@@ -1,4 +1,4 @@
-//! CONTRACT.md sections 1–4, one test per rule, each run on SQLite and on PostgreSQL.
+//! docs/contract.md §1–4, one test per rule, each run on SQLite and on PostgreSQL.
 
 use mirror_tests::realtime_mirror::batch::Outcome;
 use mirror_tests::{

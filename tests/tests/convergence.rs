@@ -1,4 +1,4 @@
-//! Convergence (CONTRACT.md section 3): the final rows are a function of the *set* of
+//! Convergence (docs/contract.md §3): the final rows are a function of the *set* of
 //! accepted events. Random events for a few entities, applied in a random order, with random
 //! duplicates and random batch splits (and chunks small enough to run concurrently), end in
 //! the same rows as one in-order application.

@@ -1,4 +1,4 @@
-//! `mirrorctl`: the operator's command line (CONTRACT.md section 5, and the queue tools).
+//! `mirrorctl`: the operator's command line (docs/contract.md §6).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
