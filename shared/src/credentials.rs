@@ -9,7 +9,17 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
 use crate::config::DatabaseEndpoint;
-use crate::store::StoreError;
+
+/// Why the database's connect options could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    /// The secret or URL is wrong, or asks for what is refused (TLS off): an operator's fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// Secrets Manager could not be read (now): worth retrying.
+    #[error("{0}")]
+    Unreadable(String),
+}
 
 /// Options from a secret string: the RDS JSON form (`username`, `password`, and `host`,
 /// `port`, `dbname` unless `endpoint` gives them: a secret RDS manages for its master user
@@ -19,7 +29,7 @@ use crate::store::StoreError;
 pub fn options_from_secret(
     secret: &str,
     endpoint: &DatabaseEndpoint,
-) -> Result<PgConnectOptions, StoreError> {
+) -> Result<PgConnectOptions, CredentialsError> {
     let with_endpoint = |mut options: PgConnectOptions| {
         if let Some(host) = &endpoint.host {
             options = options.host(host);
@@ -33,7 +43,7 @@ pub fn options_from_secret(
         options
     };
     let secret = secret.trim();
-    let invalid = |why: &str| StoreError::Other(format!("the database secret {why}"));
+    let invalid = |why: &str| CredentialsError::Invalid(format!("the database secret {why}"));
     if secret.starts_with("postgres://") || secret.starts_with("postgresql://") {
         let options = PgConnectOptions::from_str(secret)
             .map(with_endpoint)
@@ -88,12 +98,23 @@ pub fn options_from_secret(
     tls_off_loopback(with_endpoint(options), false)
 }
 
+/// Reads the secret `arn` through the AWS SDK's default configuration (at cold start, and
+/// again after the database refused a password) and makes the connect options it gives.
+pub async fn options_from_secret_arn(
+    arn: &str,
+    endpoint: &DatabaseEndpoint,
+) -> Result<PgConnectOptions, CredentialsError> {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&aws);
+    fetch_secret(&client, arn, endpoint).await
+}
+
 /// Reads the secret (at cold start; the pool keeps the connections it opens).
 pub async fn fetch_secret(
     client: &aws_sdk_secretsmanager::Client,
     arn: &str,
     endpoint: &DatabaseEndpoint,
-) -> Result<PgConnectOptions, StoreError> {
+) -> Result<PgConnectOptions, CredentialsError> {
     let response = client
         .get_secret_value()
         .secret_id(arn)
@@ -105,10 +126,10 @@ pub async fn fetch_secret(
                 .unwrap_or_else(|| {
                     aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string()
                 });
-            StoreError::Unavailable(format!("cannot read the database secret {arn}: {detail}"))
+            CredentialsError::Unreadable(format!("cannot read the database secret {arn}: {detail}"))
         })?;
     let secret = response.secret_string().ok_or_else(|| {
-        StoreError::Other(format!("the database secret {arn} has no SecretString"))
+        CredentialsError::Invalid(format!("the database secret {arn} has no SecretString"))
     })?;
     options_from_secret(secret, endpoint)
 }
@@ -142,7 +163,7 @@ pub fn names_root_cert(url: &str) -> bool {
 pub fn tls_off_loopback(
     options: PgConnectOptions,
     names_root_cert: bool,
-) -> Result<PgConnectOptions, StoreError> {
+) -> Result<PgConnectOptions, CredentialsError> {
     if options.get_socket().is_some() || is_loopback(options.get_host()) {
         return Ok(options);
     }
@@ -157,7 +178,7 @@ pub fn tls_off_loopback(
         PgSslMode::Prefer => Ok(with_bundle(options.ssl_mode(PgSslMode::VerifyFull))),
         PgSslMode::VerifyCa | PgSslMode::VerifyFull => Ok(with_bundle(options)),
         PgSslMode::Require => Ok(options),
-        PgSslMode::Disable | PgSslMode::Allow => Err(StoreError::Other(format!(
+        PgSslMode::Disable | PgSslMode::Allow => Err(CredentialsError::Invalid(format!(
             "TLS is required for the database at {}: remove sslmode=disable/allow (the default \
              is verify-full against the RDS certificate authorities; sslmode=require encrypts \
              without verifying)",

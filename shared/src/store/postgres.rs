@@ -7,9 +7,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::{
-    entity_key, key_parts, ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table,
-};
+use super::rows::{entity_key, key_parts, ConversationRow, FollowEdgeRow, MessageRow};
+use super::snapshot::{Kind, Table};
+use super::StoreError;
 use crate::event::{EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
 
@@ -116,7 +116,7 @@ pub(super) async fn lock_conversations(
     .bind(ids)
     .fetch_one(c)
     .await?;
-    super::check_locked(locked, ids.len())
+    super::transaction::check_locked(locked, ids.len())
 }
 
 /// `recipient_id` is derived in the same statement from the (locked) conversation row.

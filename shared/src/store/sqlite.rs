@@ -9,9 +9,9 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
-use super::{
-    entity_key, key_parts, ConversationRow, FollowEdgeRow, Kind, MessageRow, StoreError, Table,
-};
+use super::rows::{entity_key, key_parts, ConversationRow, FollowEdgeRow, MessageRow};
+use super::snapshot::{Kind, Table};
+use super::StoreError;
 use crate::event::{EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
 

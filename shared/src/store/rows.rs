@@ -1,0 +1,201 @@
+//! The values each family's winning events write, and the keys both dialects bind.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::Pending;
+use crate::event::{Document, EntityKey, Family};
+use crate::timestamp::Timestamp;
+
+/// A key as the two text columns both dialects bind (the second empty for a conversation).
+pub(super) fn key_parts(key: &EntityKey) -> (String, String) {
+    match key {
+        EntityKey::Conversation { conversation_id } => (conversation_id.clone(), String::new()),
+        EntityKey::Message {
+            conversation_id,
+            message_id,
+        } => (conversation_id.clone(), message_id.clone()),
+        EntityKey::FollowEdge { user_id, target_id } => (user_id.clone(), target_id.clone()),
+    }
+}
+pub(super) fn entity_key(family: Family, a: String, b: String) -> EntityKey {
+    match family {
+        Family::DmConversation => EntityKey::Conversation { conversation_id: a },
+        Family::DmMessage => EntityKey::Message {
+            conversation_id: a,
+            message_id: b,
+        },
+        Family::FollowEdge => EntityKey::FollowEdge {
+            user_id: a,
+            target_id: b,
+        },
+    }
+}
+
+pub(super) fn conversation_ids<'a>(keys: impl Iterator<Item = &'a EntityKey>) -> Vec<String> {
+    let ids: BTreeSet<&str> = keys.filter_map(|k| k.conversation_id()).collect();
+    ids.into_iter().map(str::to_string).collect()
+}
+
+/// Serialises a [`Timestamp`] as the RFC 3339 text SQLite stores.
+fn timestamp_text<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The values one winning event writes to `dm_messages` (the derived `recipient_id` aside).
+#[derive(Debug, Serialize)]
+pub(super) struct MessageRow<'a> {
+    pub(super) conversation_id: &'a str,
+    pub(super) message_id: &'a str,
+    pub(super) author_id: Option<&'a str>,
+    pub(super) body: Option<&'a str>,
+    pub(super) media: Option<&'a str>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) created_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) updated_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) deleted_at: Option<Timestamp>,
+    pub(super) content_hash: &'a str,
+    pub(super) sync_source: &'a str,
+    pub(super) event_id: &'a str,
+    pub(super) retry_count: i32,
+}
+
+impl<'a> MessageRow<'a> {
+    pub(super) fn new(p: &'a Pending) -> Self {
+        let EntityKey::Message {
+            conversation_id,
+            message_id,
+        } = &p.event.key
+        else {
+            unreachable!("a dm.message event has a message key")
+        };
+        let (message, deleted_at) = match &p.event.document {
+            Document::Message(m) => (Some(m), None),
+            Document::Tombstone { deleted_at } => (None, Some(*deleted_at)),
+            other => unreachable!("a dm.message event carries {other:?}"),
+        };
+        MessageRow {
+            conversation_id,
+            message_id,
+            author_id: message.map(|m| m.author_id.as_str()),
+            body: message.and_then(|m| m.body.as_deref()),
+            media: message.and_then(|m| m.media.as_deref()),
+            created_at: message.map(|m| m.created_at),
+            updated_at: Some(p.event.version),
+            deleted_at,
+            content_hash: &p.event.content_hash,
+            sync_source: &p.event.source,
+            event_id: &p.event.event_id,
+            retry_count: p.retry_count,
+        }
+    }
+}
+
+/// The values one winning event writes to `dm_conversations` (the derived `last_message_*`
+/// columns aside).
+#[derive(Debug, Serialize)]
+pub(super) struct ConversationRow<'a> {
+    pub(super) conversation_id: &'a str,
+    pub(super) owner_id: Option<&'a str>,
+    /// JSON array text.
+    pub(super) participant_ids: Option<String>,
+    pub(super) doc_last_message_id: Option<&'a str>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) doc_last_message_at: Option<Timestamp>,
+    pub(super) doc_last_message_preview: Option<&'a str>,
+    pub(super) doc_last_message_author_id: Option<&'a str>,
+    pub(super) dm_pair_low: Option<String>,
+    pub(super) dm_pair_high: Option<String>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) created_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) updated_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) deleted_at: Option<Timestamp>,
+    pub(super) content_hash: &'a str,
+    pub(super) sync_source: &'a str,
+    pub(super) event_id: &'a str,
+    pub(super) retry_count: i32,
+}
+
+impl<'a> ConversationRow<'a> {
+    pub(super) fn new(p: &'a Pending) -> Self {
+        let EntityKey::Conversation { conversation_id } = &p.event.key else {
+            unreachable!("a dm.conversation event has a conversation key")
+        };
+        let (c, deleted_at) = match &p.event.document {
+            Document::Conversation(c) => (Some(c), None),
+            Document::Tombstone { deleted_at } => (None, Some(*deleted_at)),
+            other => unreachable!("a dm.conversation event carries {other:?}"),
+        };
+        let pair = c.and_then(|c| c.pair());
+        ConversationRow {
+            conversation_id,
+            owner_id: c.and_then(|c| c.owner_id.as_deref()),
+            participant_ids: c
+                .and_then(|c| c.participant_ids.as_ref())
+                .map(|ids| serde_json::to_string(ids).expect("ids serialise")),
+            doc_last_message_id: c.and_then(|c| c.last_message_id.as_deref()),
+            doc_last_message_at: c.and_then(|c| c.last_message_at),
+            doc_last_message_preview: c.and_then(|c| c.last_message_preview.as_deref()),
+            doc_last_message_author_id: c.and_then(|c| c.last_message_author_id.as_deref()),
+            dm_pair_low: pair.as_ref().map(|p| p.0.clone()),
+            dm_pair_high: pair.map(|p| p.1),
+            created_at: c.and_then(|c| c.created_at),
+            updated_at: Some(p.event.version),
+            deleted_at,
+            content_hash: &p.event.content_hash,
+            sync_source: &p.event.source,
+            event_id: &p.event.event_id,
+            retry_count: p.retry_count,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct FollowEdgeRow<'a> {
+    pub(super) user_id: &'a str,
+    pub(super) target_id: &'a str,
+    pub(super) edge_type: Option<&'a str>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) created_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) updated_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) deleted_at: Option<Timestamp>,
+    pub(super) content_hash: &'a str,
+    pub(super) sync_source: &'a str,
+    pub(super) event_id: &'a str,
+    pub(super) retry_count: i32,
+}
+
+impl<'a> FollowEdgeRow<'a> {
+    pub(super) fn new(p: &'a Pending) -> Self {
+        let EntityKey::FollowEdge { user_id, target_id } = &p.event.key else {
+            unreachable!("a follow.edge event has a follow-edge key")
+        };
+        let (e, deleted_at) = match &p.event.document {
+            Document::FollowEdge(e) => (Some(e), None),
+            Document::Tombstone { deleted_at } => (None, Some(*deleted_at)),
+            other => unreachable!("a follow.edge event carries {other:?}"),
+        };
+        FollowEdgeRow {
+            user_id,
+            target_id,
+            edge_type: e.map(|e| e.edge_type.as_str()),
+            created_at: e.and_then(|e| e.created_at),
+            updated_at: Some(p.event.version),
+            deleted_at,
+            content_hash: &p.event.content_hash,
+            sync_source: &p.event.source,
+            event_id: &p.event.event_id,
+            retry_count: p.retry_count,
+        }
+    }
+}

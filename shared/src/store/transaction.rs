@@ -1,0 +1,250 @@
+//! One chunk, one transaction: the set-based statements of each dialect in the one order every
+//! writer keeps (conversations first, in key order; then the rows; then the applied keys), so
+//! concurrent writers never deadlock and every derived value sees all committed rows.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use sqlx::{Connection, PgConnection, SqliteConnection};
+
+use super::plan::plan;
+use super::rows::{conversation_ids, ConversationRow, FollowEdgeRow, MessageRow};
+use super::{postgres, sqlite, Pending, PreparedStatements, Store, StoreError, Written};
+use crate::event::{EntityKey, Event, Family, Rank};
+use crate::timestamp::Timestamp;
+
+impl Store {
+    /// Runs `work` in one transaction. The connection goes back to the pool only if its
+    /// transaction was ended cleanly.
+    pub(super) async fn transact(&self, work: Work<'_>) -> Result<Done, StoreError> {
+        match self {
+            Store::Postgres(pool, settings) => {
+                let mut connection = pool.acquire().await?;
+                let persistent = settings.statements == PreparedStatements::Cached;
+                let mut tx = connection
+                    .begin_with(format!(
+                        "BEGIN; SET LOCAL statement_timeout = {}",
+                        settings.statement_timeout_ms
+                    ))
+                    .await?;
+                let result = work.run(&mut Tx::Postgres(&mut tx, persistent)).await;
+                let ended = end(tx, result).await;
+                if ended.is_err() && !connection.is_clean() {
+                    connection.close_on_drop();
+                }
+                ended
+            }
+            Store::Sqlite(pool) => {
+                let mut connection = pool.acquire().await?;
+                // IMMEDIATE takes the write lock up front, so two writers never deadlock
+                // upgrading a read lock.
+                let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
+                let result = work.run(&mut Tx::Sqlite(&mut tx)).await;
+                let ended = end(tx, result).await;
+                if ended.is_err() && !connection.is_clean() {
+                    connection.close_on_drop();
+                }
+                ended
+            }
+        }
+    }
+}
+
+/// Commits on success; on failure rolls back, and reports whether that worked. SQLite rolls a
+/// transaction back by itself on some errors (a full disk during a statement it cannot undo
+/// alone, or at commit), after which the driver's own ROLLBACK fails and the driver still
+/// counts the transaction as open: such a connection must not serve another chunk.
+async fn end<DB: sqlx::Database, T>(
+    tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match result {
+        Ok(written) => {
+            tx.commit().await?;
+            Ok(written)
+        }
+        Err(error) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(%rollback, "the failed chunk could not be rolled back; its connection is closed");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Whether a pooled connection can serve the next chunk: no transaction left open.
+trait Clean {
+    fn is_clean(&self) -> bool;
+}
+
+impl<DB: sqlx::Database> Clean for sqlx::pool::PoolConnection<DB> {
+    fn is_clean(&self) -> bool {
+        !sqlx::Connection::is_in_transaction(&**self)
+    }
+}
+
+/// One open transaction of either dialect; each method is one set-based statement.
+enum Tx<'t> {
+    /// With whether statements are named (cached) or unnamed.
+    Postgres(&'t mut PgConnection, bool),
+    Sqlite(&'t mut SqliteConnection),
+}
+
+macro_rules! dispatch {
+    ($tx:expr, $f:ident ( $($arg:expr),* )) => {
+        match $tx {
+            Tx::Postgres(c, persistent) => postgres::$f(c, *persistent, $($arg),*).await,
+            Tx::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
+        }
+    };
+}
+
+/// What one transaction does.
+pub(super) enum Work<'a> {
+    Apply(&'a [Pending]),
+    /// Conversation ids, sorted and distinct.
+    Repair(&'a [String]),
+}
+
+pub(super) enum Done {
+    Written(Vec<Written>),
+    Repaired(Repaired),
+}
+
+impl Work<'_> {
+    async fn run(self, tx: &mut Tx<'_>) -> Result<Done, StoreError> {
+        match self {
+            Work::Apply(chunk) => apply_in(tx, chunk).await.map(Done::Written),
+            Work::Repair(ids) => {
+                // The writers' locks, in their order: conversations first, in key order.
+                let conversations = dispatch!(tx, lock_existing_conversations(ids))?;
+                let messages_changed = dispatch!(tx, refresh_recipients(ids))?;
+                let conversations_changed = dispatch!(tx, refresh_conversations(ids))?;
+                Ok(Done::Repaired(Repaired {
+                    conversations,
+                    conversations_changed,
+                    messages_changed,
+                }))
+            }
+        }
+    }
+}
+
+/// What `repair` looked at and changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repaired {
+    /// Conversations whose derived columns were recomputed.
+    pub conversations: u64,
+    /// Conversations whose `last_message_*` were wrong and were rewritten.
+    pub conversations_changed: u64,
+    /// Messages whose `recipient_id` was wrong and was rewritten.
+    pub messages_changed: u64,
+}
+
+async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
+    let family = chunk[0].event.family();
+    debug_assert!(chunk.iter().all(|p| p.event.family() == family));
+    let (mut written, winners) = plan(chunk);
+    let winner_at: HashSet<usize> = winners.iter().copied().collect();
+    let mirrored_at = Timestamp::now();
+
+    // Sorted by key so that concurrent transactions lock rows in the same order.
+    let mut winners: Vec<&Pending> = winners.iter().map(|&i| &chunk[i]).collect();
+    winners.sort_by(|a, b| a.event.key.cmp(&b.event.key));
+    let applied: HashSet<EntityKey> = match family {
+        Family::DmMessage => {
+            let conversations = conversation_ids(winners.iter().map(|p| &p.event.key));
+            // A message row needs its conversation row: a stub until the conversation's own
+            // events arrive. Locking the conversations first serialises every writer of one
+            // conversation, so the summaries below see all committed messages.
+            dispatch!(tx, lock_conversations(&conversations, mirrored_at))?;
+            let rows: Vec<MessageRow> = winners.iter().map(|p| MessageRow::new(p)).collect();
+            let applied = dispatch!(tx, upsert_messages(&rows, mirrored_at))?;
+            let touched = conversation_ids(applied.iter());
+            dispatch!(tx, refresh_conversations(&touched))?;
+            applied
+        }
+        Family::DmConversation => {
+            let rows: Vec<ConversationRow> =
+                winners.iter().map(|p| ConversationRow::new(p)).collect();
+            let applied = dispatch!(tx, upsert_conversations(&rows, mirrored_at))?;
+            let touched = conversation_ids(applied.iter());
+            dispatch!(tx, refresh_recipients(&touched))?;
+            dispatch!(tx, refresh_conversations(&touched))?;
+            applied
+        }
+        Family::FollowEdge => {
+            let rows: Vec<FollowEdgeRow> = winners.iter().map(|p| FollowEdgeRow::new(p)).collect();
+            dispatch!(tx, upsert_follow_edges(&rows, mirrored_at))?
+        }
+    };
+
+    // Every event but the winners that were written: a key applied before is a duplicate; a
+    // winner the guard kept out lost to the stored row (equal rank is the same write, a
+    // duplicate; lower is stale).
+    let not_applied: Vec<&Pending> = chunk
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| !(winner_at.contains(i) && applied.contains(&p.event.key)))
+        .map(|(_, p)| p)
+        .collect();
+    let (seen, stored): (HashSet<String>, HashMap<EntityKey, Rank>) = if not_applied.is_empty() {
+        (HashSet::new(), HashMap::new())
+    } else {
+        let keys: Vec<&str> = not_applied
+            .iter()
+            .map(|p| p.event.idempotency_key.as_str())
+            .collect();
+        let lost: Vec<&EntityKey> = winners
+            .iter()
+            .map(|p| &p.event.key)
+            .filter(|k| !applied.contains(*k))
+            .collect();
+        let seen = dispatch!(tx, applied_keys(&keys))?;
+        let stored = if lost.is_empty() {
+            HashMap::new()
+        } else {
+            dispatch!(tx, current_ranks(family, &lost))?
+        };
+        (seen, stored)
+    };
+    let mut newly_applied: Vec<&Event> = Vec::new();
+    for (i, pending) in chunk.iter().enumerate() {
+        let event = &pending.event;
+        if seen.contains(&event.idempotency_key) {
+            written[i] = Some(Written::Duplicate);
+            continue;
+        }
+        if written[i].is_some() {
+            continue;
+        }
+        written[i] = Some(if applied.contains(&event.key) {
+            newly_applied.push(event);
+            Written::Applied
+        } else if stored.get(&event.key) == Some(&event.rank()) {
+            Written::Duplicate
+        } else {
+            Written::Stale
+        });
+    }
+    // In key order, like every other write, so two chunks can never wait on each other here.
+    newly_applied.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+    dispatch!(tx, record_applied(&newly_applied, mirrored_at))?;
+    Ok(written
+        .into_iter()
+        .map(|w| w.expect("every event classified"))
+        .collect())
+}
+
+/// Every row a chunk relies on must be locked before it is read: fewer than expected is a
+/// conflict (the chunk is retried), never a chunk applied without its locks.
+pub(super) fn check_locked(locked: i64, expected: usize) -> Result<(), StoreError> {
+    if usize::try_from(locked).ok() == Some(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "locked {locked} of {expected} conversation rows; the chunk is retried"
+        )))
+    }
+}
