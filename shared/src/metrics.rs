@@ -156,3 +156,59 @@ impl InvocationMetrics {
         out.flush()
     }
 }
+
+/// Enqueue → commit latencies, in milliseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Latencies {
+    values: Vec<u64>,
+}
+
+impl Latencies {
+    /// Adds `committed_at − sent_at` for every applied record.
+    pub fn record(
+        &mut self,
+        outcome: &BatchOutcome,
+        sent_at: &HashMap<String, i64>,
+        committed_at: Timestamp,
+    ) {
+        let values = enqueue_to_commit_ms(outcome, sent_at, committed_at);
+        self.values.extend(values.into_iter().map(|ms| ms as u64));
+    }
+
+    pub fn values(&self) -> &[u64] {
+        &self.values
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// (p50, p95, max), nearest-rank.
+    pub fn summary(&self) -> Option<(u64, u64, u64)> {
+        if self.values.is_empty() {
+            return None;
+        }
+        let mut sorted = self.values.clone();
+        sorted.sort_unstable();
+        let rank =
+            |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+        Some((rank(0.50), rank(0.95), *sorted.last().expect("not empty")))
+    }
+
+    pub fn clear(&mut self) {
+        self.values.clear();
+    }
+
+    /// Logs `sql_mirror_latency_ms` p50 / p95 / max, when there is anything to log.
+    pub fn log(&self) {
+        if let Some((p50, p95, max)) = self.summary() {
+            tracing::info!(
+                count = self.values.len(),
+                p50_ms = p50,
+                p95_ms = p95,
+                max_ms = max,
+                "sql_mirror_latency_ms (enqueue to commit)"
+            );
+        }
+    }
+}

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{Processor, Route};
 use crate::event::Family;
-use crate::queue::{describe, DeadLetterQueue, Latencies, Received, SQS_BATCH};
+use crate::metrics::Latencies;
+use crate::queue::{describe, DeadLetterQueue, Received, SQS_BATCH};
 use crate::timestamp::Timestamp;
 
 #[derive(Clone, Debug)]
