@@ -274,7 +274,7 @@ async fn send_copy(client: &Client, target: &str, m: &Message) -> Result<(), Str
     }
     if is_fifo(target) {
         let (dedup, group) = match &event {
-            Some(e) => (e.idempotency_key.clone(), group_id(&e.key.entity_id())),
+            Some(e) => (e.idempotency_key.to_string(), group_id(&e.key.entity_id())),
             None => (sha256_hex(body.as_bytes()), "unparsed".to_string()),
         };
         send = send.message_deduplication_id(dedup).message_group_id(group);

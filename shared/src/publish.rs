@@ -148,7 +148,7 @@ pub async fn publish(
                         .message_attributes(ATTR_EVENT_TYPE, event_type_attribute(event));
                     if fifo {
                         entry = entry
-                            .message_deduplication_id(&event.idempotency_key)
+                            .message_deduplication_id(event.idempotency_key.as_str())
                             .message_group_id(group_id(&event.key.entity_id()));
                     }
                     entry.build().expect("id and body are set")

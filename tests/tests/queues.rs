@@ -359,7 +359,7 @@ async fn publishing_to_a_fifo_queue_sets_the_idempotency_key_and_entity_as_dedup
         let event =
             mirror_tests::realtime_mirror::Event::parse(record.body.as_deref().unwrap(), limits())
                 .unwrap();
-        expected.insert(event.idempotency_key.clone(), event.key.entity_id());
+        expected.insert(event.idempotency_key.to_string(), event.key.entity_id());
     }
     let mut seen = 0;
     while seen < 5 {

@@ -74,7 +74,11 @@ mod tests {
             follow("c", T0, "created", "follow"),
         ];
         let (written, winners) = plan(&chunk);
-        assert_eq!(winners, [2, 1, 4], "one per entity, in order of first appearance");
+        assert_eq!(
+            winners,
+            [2, 1, 4],
+            "one per entity, in order of first appearance"
+        );
         assert_eq!(
             written,
             [
@@ -96,7 +100,11 @@ mod tests {
 
         let x = follow("a", T0, "created", "follow");
         let y = follow("a", T0, "created", "mute");
-        let greater = if x.event.content_hash > y.event.content_hash { 0 } else { 1 };
+        let greater = if x.event.content_hash > y.event.content_hash {
+            0
+        } else {
+            1
+        };
         assert_eq!(plan(&[x.clone(), y.clone()]).1, [greater]);
         assert_eq!(plan(&[y, x]).1, [1 - greater], "whatever the order");
     }

@@ -45,7 +45,7 @@ pub(super) async fn record_applied(
         .iter()
         .map(|e| {
             [
-                e.idempotency_key.clone(),
+                e.idempotency_key.to_string(),
                 e.event_type.to_string(),
                 e.key.entity_id(),
                 e.event_id.clone(),

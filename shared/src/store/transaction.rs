@@ -212,7 +212,7 @@ async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, St
     let mut newly_applied: Vec<&Event> = Vec::new();
     for (i, pending) in chunk.iter().enumerate() {
         let event = &pending.event;
-        if seen.contains(&event.idempotency_key) {
+        if seen.contains(event.idempotency_key.as_str()) {
             written[i] = Some(Written::Duplicate);
             continue;
         }
