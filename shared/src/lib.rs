@@ -1,10 +1,26 @@
 //! realtime-mirror: applies document-store change events to SQL, exactly once in effect, in
-//! any order, under a bounded number of connections.
+//! any order, under a bounded number of connections. The rules are in docs/contract.md.
 //!
-//! - [`envelope`] and [`event`]: what arrives and what it means (contract §1–3, docs/contract.md).
-//! - [`store`]: how it is applied, with one module per SQL dialect (section 4).
-//! - [`batch`]: a batch of queue records → outcomes, with a concurrency cap.
-//! - [`lambda`]: the SQS-triggered function; [`inputs`]: event files for `mirrorctl apply`.
+//! Domain (no I/O):
+//! - [`envelope`]: the four accepted body shapes, unwrapped (contract §1).
+//! - [`event`]: types, fields and their checks, canonical JSON, hashes, idempotency keys
+//!   (§2, §3); [`rejection`]: why a record is refused; [`timestamp`]: the accepted forms.
+//!
+//! Applying:
+//! - [`store`]: the SQL store, one transaction a chunk (`store/postgres.rs` and
+//!   `store/sqlite.rs` hold each dialect's SQL) (§3, §4).
+//! - [`batch`]: records → outcomes under the connection cap, and the one rule for what a
+//!   queue keeps.
+//!
+//! Adapters:
+//! - [`lambda`]: the SQS-triggered function; [`worker`]: the same processor long-polling SQS;
+//!   [`queue`]: SQS clients and dead-lettering; [`metrics`]: EMF documents and latencies;
+//!   [`credentials`]: Secrets Manager and TLS; [`config`]: the environment;
+//!   [`telemetry`]: logs.
+//!
+//! Operator tools (used by `mirrorctl`):
+//! - [`inputs`]: event files (SQS events, JSON lines, envelopes); [`publish`]: files to
+//!   queues; [`dlq`]: inspecting and replaying dead letters.
 
 pub mod batch;
 pub mod config;

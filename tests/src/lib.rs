@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub use realtime_mirror::batch::Counts;
 use realtime_mirror::batch::{BatchOutcome, Outcome, Record, Route, Summary};
 use realtime_mirror::config::Config;
 use realtime_mirror::{Processor, Store};
@@ -277,14 +278,15 @@ pub fn without(mut value: Value, path: &[&str]) -> Value {
     value
 }
 
-pub fn counts(summary: &Summary) -> [usize; 5] {
-    [
-        summary.applied,
-        summary.duplicates,
-        summary.stale,
-        summary.rejected,
-        summary.failed,
-    ]
+/// A summary's counts, to compare by name: `Counts { applied: 2, ..Counts::default() }`.
+pub fn counts(summary: &Summary) -> Counts {
+    Counts {
+        applied: summary.applied,
+        duplicate: summary.duplicates,
+        stale: summary.stale,
+        rejected: summary.rejected,
+        failed: summary.failed,
+    }
 }
 
 /// The SQS-compatible server the queue tests use (`MIRROR_TEST_SQS_ENDPOINT`; scripts/test
@@ -372,6 +374,37 @@ pub async fn drained(client: &aws_sdk_sqs::Client, url: &str, limit: std::time::
             0
         };
     }
+}
+
+/// Runs a command line tool (its binary, arguments and environment set in `command`) with
+/// `stdin` as its input: (exit code, stdout as one JSON value or null, stderr).
+pub fn run_for_json(
+    command: &mut std::process::Command,
+    stdin: Option<&str>,
+) -> (i32, Value, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command runs");
+    if let Some(text) = stdin {
+        let mut input = child.stdin.take().expect("stdin is piped");
+        input.write_all(text.as_bytes()).expect("stdin written");
+    }
+    let output = child.wait_with_output().expect("the command ends");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 stdout");
+    (
+        output.status.code().unwrap_or(-1),
+        serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
+        String::from_utf8(output.stderr).expect("UTF-8 stderr"),
+    )
 }
 
 /// A sample SQS event of the repository's `events/` directory, by its path there.

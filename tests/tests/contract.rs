@@ -2,7 +2,7 @@
 
 use mirror_tests::realtime_mirror::batch::Outcome;
 use mirror_tests::{
-    canonical, conversation, counts, delete, follow, message, on_both_stores, with, without,
+    canonical, conversation, counts, delete, follow, message, on_both_stores, with, without, Counts,
 };
 use serde_json::{json, Value};
 
@@ -64,7 +64,7 @@ on_both_stores! {
             json!({"conversationId": "c1", "messageId": "m2", "document": {"authorId": "u1", "body": "via eventbridge", "createdAt": T1}}));
         let eventbridge = json!({"version": "0", "detail-type": "dm.message.create", "source": "app", "detail": inner_ce});
         let summary = m.apply(&[sns, eventbridge]).await.summary();
-        assert_eq!(counts(&summary), [2, 0, 0, 0, 0], "{summary:?}");
+        assert_eq!(counts(&summary), Counts { applied: 2, ..Counts::default() }, "{summary:?}");
         assert_eq!(m.row("dm_messages", &["c1", "m1"]).await["body"], "via sns");
         assert_eq!(m.row("dm_messages", &["c1", "m2"]).await["body"], "via eventbridge");
     }
@@ -76,7 +76,7 @@ on_both_stores! {
             json!({"conversationId": "c1", "messageId": "m2", "senderId": "u1", "text": "yo", "createdAt": T0}));
         let conv = canonical("dm.conversation.created", T0, json!({"conversationId": "c1", "peerIds": ["u1", "u2"]}));
         let edge = canonical("follow.edge.created", T0, json!({"followerId": "u1", "followeeId": "u2"}));
-        assert_eq!(counts(&m.apply(&[msg, msg2, conv, edge]).await.summary()), [4, 0, 0, 0, 0]);
+        assert_eq!(counts(&m.apply(&[msg, msg2, conv, edge]).await.summary()), Counts { applied: 4, ..Counts::default() });
         let row = m.row("dm_messages", &["c1", "m1"]).await;
         assert_eq!((row["author_id"].clone(), row["body"].clone()), (json!("u1"), json!("hi")));
         assert_eq!(m.row("dm_messages", &["c1", "m2"]).await["body"], "yo");
@@ -116,7 +116,7 @@ on_both_stores! {
         assert_eq!(m.outcome_of(event.clone()).await, Outcome::Applied);
         assert_eq!(m.outcome_of(event.clone()).await, Outcome::Duplicate);
         let in_one_batch = m.apply(&[event.clone(), event]).await.summary();
-        assert_eq!(counts(&in_one_batch), [0, 2, 0, 0, 0]);
+        assert_eq!(counts(&in_one_batch), Counts { duplicate: 2, ..Counts::default() });
         assert_eq!(m.rows("dm_messages").await.len(), 1);
     }
 
@@ -132,7 +132,7 @@ on_both_stores! {
         let first = with(message("c1", "m1", "u1", "v1", T0), &["payload", "updatedAt"], json!(T0));
         let second = with(message("c1", "m1", "u1", "v2", T0), &["payload", "updatedAt"], json!(T1));
         let third = with(message("c1", "m1", "u1", "v3", T0), &["payload", "updatedAt"], json!(T2));
-        assert_eq!(counts(&m.apply_each(&[first.clone(), second.clone()]).await), [2, 0, 0, 0, 0]);
+        assert_eq!(counts(&m.apply_each(&[first.clone(), second.clone()]).await), Counts { applied: 2, ..Counts::default() });
         assert_eq!(m.outcome_of(first.clone()).await, Outcome::Duplicate, "its key was applied, though superseded");
         let never_applied = with(message("c1", "m1", "u1", "v0", T0), &["payload", "updatedAt"], json!("2025-10-08T11:00:00Z"));
         assert_eq!(m.outcome_of(never_applied).await, Outcome::Stale);
@@ -157,13 +157,13 @@ on_both_stores! {
         let upsert = with(message("c1", "m1", "u1", "x", T0), &["payload", "updatedAt"], json!(T1));
         let tombstone = delete("dm.message", "c1/m1", T1);
         let first = m.apply_each(&[upsert.clone(), tombstone.clone()]).await;
-        assert_eq!(counts(&first), [2, 0, 0, 0, 0]);
+        assert_eq!(counts(&first), Counts { applied: 2, ..Counts::default() });
         assert_eq!(m.row("dm_messages", &["c1", "m1"]).await["deleted_at"], "2025-10-08T12:01:00.000000Z");
         // the other order, on another entity
         let upsert2 = with(message("c1", "m2", "u1", "x", T0), &["payload", "updatedAt"], json!(T1));
         let tombstone2 = delete("dm.message", "c1/m2", T1);
         let second = m.apply_each(&[tombstone2, upsert2]).await;
-        assert_eq!(counts(&second), [1, 0, 1, 0, 0]);
+        assert_eq!(counts(&second), Counts { applied: 1, stale: 1, ..Counts::default() });
         assert_eq!(m.row("dm_messages", &["c1", "m2"]).await["body"], Value::Null);
     }
 
@@ -241,7 +241,7 @@ on_both_stores! {
         let by_previous = cloud_event("follow.edge.delete", "delete",
             json!({"document": null, "previousDocument": json!({"userId": "u1", "targetId": "u2"}).to_string()}));
         let by_data = cloud_event("dm.message.delete", "delete", json!({"conversationId": "c1", "messageId": "m9"}));
-        assert_eq!(counts(&m.apply(&[by_entity, by_payload, by_previous, by_data]).await.summary()), [4, 0, 0, 0, 0]);
+        assert_eq!(counts(&m.apply(&[by_entity, by_payload, by_previous, by_data]).await.summary()), Counts { applied: 4, ..Counts::default() });
         assert_eq!(m.row("dm_messages", &["c1", "m1"]).await["deleted_at"], "2025-10-08T12:00:00.000000Z");
         assert_ne!(m.row("dm_conversations", &["c2"]).await["deleted_at"], Value::Null);
         assert_ne!(m.row("follow_edges", &["u1", "u2"]).await["deleted_at"], Value::Null);
@@ -441,7 +441,7 @@ on_both_stores! {
 
     async fn one_bad_record_fails_alone(m: Mirror) {
         let outcome = m.apply(&[message("c1", "m1", "u1", "x", T0), json!("garbage"), follow("u1", "u2", T0)]).await;
-        assert_eq!(counts(&outcome.summary()), [2, 0, 0, 1, 0]);
+        assert_eq!(counts(&outcome.summary()), Counts { applied: 2, rejected: 1, ..Counts::default() });
         assert_eq!(outcome.summary().rejections[0].message_id, "r1");
         assert_eq!(m.rows("dm_messages").await.len() + m.rows("follow_edges").await.len(), 2);
     }
@@ -455,7 +455,7 @@ on_both_stores! {
         let outcome = m.apply(&[message("c1", "m1", "u1", "x", T0), message("c1", "m2", "poison", "x", T0),
             message("c1", "m3", "u1", "x", T0)]).await;
         let summary = outcome.summary();
-        assert_eq!(counts(&summary), [2, 0, 0, 1, 0], "{summary:?}");
+        assert_eq!(counts(&summary), Counts { applied: 2, rejected: 1, ..Counts::default() }, "{summary:?}");
         assert_eq!(summary.rejections[0].message_id, "r1");
         assert!(summary.rejections[0].reason.starts_with("refused by the database"));
         assert_eq!(m.rows("dm_messages").await.len(), 2);

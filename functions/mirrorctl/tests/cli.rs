@@ -2,23 +2,19 @@
 
 use std::process::Command;
 
-use mirror_tests::Mirror;
+use mirror_tests::{run_for_json, Mirror};
 use serde_json::Value;
 
 const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events");
 
 fn mirrorctl(database_url: &str, args: &[&str]) -> (i32, Value, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mirrorctl"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mirrorctl"));
+    command
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("MIRROR_DB_TIMEOUT", "1s")
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("mirrorctl runs");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    let summary = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-    (output.status.code().unwrap_or(-1), summary, stderr)
+        .env("RUST_LOG", "info");
+    run_for_json(&mut command, None)
 }
 
 #[tokio::test]

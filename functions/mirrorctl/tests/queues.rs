@@ -1,43 +1,17 @@
 //! `mirrorctl publish` and `mirrorctl dlq` against an SQS-compatible server (moto).
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use mirror_tests::{create_queue, queue_depth, sqs, sqs_env};
+use mirror_tests::{create_queue, queue_depth, run_for_json, sqs, sqs_env};
 use serde_json::Value;
 
 const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events");
 
 /// Runs mirrorctl with `stdin` as its input; (exit code, stdout as JSON, stderr).
 fn mirrorctl(args: &[&str], stdin: Option<&str>) -> (i32, Value, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mirrorctl"))
-        .args(args)
-        .envs(sqs_env())
-        .env("RUST_LOG", "warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mirrorctl runs");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        String::from_utf8(output.stderr).unwrap(),
-    )
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mirrorctl"));
+    command.args(args).envs(sqs_env()).env("RUST_LOG", "warn");
+    run_for_json(&mut command, stdin)
 }
 
 #[tokio::test]
