@@ -5,13 +5,47 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::{Query, QueryAs};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row};
 
 use super::rows::{entity_key, key_parts, ConversationRow, FollowEdgeRow, MessageRow};
 use super::snapshot::{Kind, Table};
 use super::StoreError;
 use crate::event::{EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
+
+/// One PostgreSQL transaction's connection, and the statement-cache choice
+/// (`MIRROR_STATEMENT_CACHE`) every statement in it follows: named and cached on the
+/// connection, or unnamed behind RDS Proxy, which pins a session holding a named statement.
+pub(super) struct PgTx<'c> {
+    pub(super) connection: &'c mut PgConnection,
+    pub(super) cached: bool,
+}
+
+impl PgTx<'_> {
+    fn query<'q>(&self, sql: &'q str) -> Query<'q, Postgres, PgArguments> {
+        sqlx::query(sql).persistent(self.cached)
+    }
+
+    fn query_as<'q, O: for<'r> FromRow<'r, PgRow>>(
+        &self,
+        sql: &'q str,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        sqlx::query_as(sql).persistent(self.cached)
+    }
+
+    /// A statement planned at every execution, whatever the cache: a generic plan cached
+    /// while the tables were small would keep scanning them once they have grown.
+    fn unnamed_query<'q>(&self, sql: &'q str) -> Query<'q, Postgres, PgArguments> {
+        sqlx::query(sql).persistent(false)
+    }
+}
+
+/// One array per column of `rows`, for `UNNEST`.
+fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
+}
 
 fn datetime(t: Option<Timestamp>) -> Option<DateTime<Utc>> {
     t.map(|t| t.as_datetime())
@@ -32,23 +66,21 @@ fn rank(
 }
 
 pub(super) async fn applied_keys(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     keys: &[&str],
 ) -> Result<HashSet<String>, StoreError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT idempotency_key FROM mirror_applied_events WHERE idempotency_key = ANY($1)",
-    )
-    .persistent(persistent)
-    .bind(keys)
-    .fetch_all(c)
-    .await?;
+    let rows: Vec<(String,)> = tx
+        .query_as(
+            "SELECT idempotency_key FROM mirror_applied_events WHERE idempotency_key = ANY($1)",
+        )
+        .bind(keys)
+        .fetch_all(&mut *tx.connection)
+        .await?;
     Ok(rows.into_iter().map(|(k,)| k).collect())
 }
 
 pub(super) async fn record_applied(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     events: &[&Event],
     at: Timestamp,
 ) -> Result<(), StoreError> {
@@ -59,19 +91,19 @@ pub(super) async fn record_applied(
     let types: Vec<String> = events.iter().map(|e| e.event_type.to_string()).collect();
     let entities: Vec<String> = events.iter().map(|e| e.key.entity_id()).collect();
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    sqlx::query(
+    tx.query(
         "INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
          SELECT k, t, e, i, $5
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(k, t, e, i, n)
          ORDER BY n
          ON CONFLICT (idempotency_key) DO NOTHING",
-    ).persistent(persistent)
+    )
     .bind(&keys)
     .bind(&types)
     .bind(&entities)
     .bind(&ids)
     .bind(at.as_datetime())
-    .execute(c)
+    .execute(&mut *tx.connection)
     .await?;
     Ok(())
 }
@@ -80,8 +112,7 @@ pub(super) async fn record_applied(
 /// before anything of them is read: every writer of a conversation's messages or derived
 /// columns holds this lock, so each statement after it sees every committed message.
 pub(super) async fn lock_conversations(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     ids: &[String],
     at: Timestamp,
 ) -> Result<(), StoreError> {
@@ -95,41 +126,39 @@ pub(super) async fn lock_conversations(
     // waiting for older rows (out of order: deadlocks), and one statement holding both
     // cannot lock a row another transaction committed after the statement began (its
     // snapshot cannot see it): the chunk would then read messages without the lock.
-    sqlx::query(
+    tx.query(
         "INSERT INTO dm_conversations AS t (conversation_id, sync_source, mirrored_at)
          SELECT u.id, 'derived', $2 FROM UNNEST($1::text[]) WITH ORDINALITY AS u(id, n)
          ORDER BY u.n
          ON CONFLICT (conversation_id) DO UPDATE SET sync_source = t.sync_source WHERE false",
     )
-    .persistent(persistent)
     .bind(ids)
     .bind(at.as_datetime())
-    .execute(&mut *c)
+    .execute(&mut *tx.connection)
     .await?;
     // Checked, not trusted: a new statement (a new snapshot) sees every row, and re-locking
     // rows this transaction holds does not wait.
-    let (locked,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM (SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
+    let (locked,): (i64,) = tx
+        .query_as(
+            "SELECT count(*) FROM (SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
                               FOR NO KEY UPDATE) AS locked",
-    )
-    .persistent(persistent)
-    .bind(ids)
-    .fetch_one(c)
-    .await?;
+        )
+        .bind(ids)
+        .fetch_one(&mut *tx.connection)
+        .await?;
     super::transaction::check_locked(locked, ids.len())
 }
 
 /// `recipient_id` is derived in the same statement from the (locked) conversation row.
 pub(super) async fn upsert_messages(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     rows: &[MessageRow<'_>],
     at: Timestamp,
 ) -> Result<HashSet<EntityKey>, StoreError> {
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
-    let returned: Vec<(String, String)> = sqlx::query_as(
+    let returned: Vec<(String, String)> = tx.query_as(
         "INSERT INTO dm_messages AS t (conversation_id, message_id, author_id, recipient_id, body,
              media, created_at, updated_at, deleted_at, content_hash, sync_source, event_id,
              retry_count, mirrored_at)
@@ -158,33 +187,20 @@ pub(super) async fn upsert_messages(
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.conversation_id, t.message_id",
     )
-    .persistent(persistent)
-    .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.message_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.author_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.body).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.media).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.created_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.updated_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.deleted_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.content_hash).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.sync_source).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.retry_count).collect::<Vec<_>>())
+    .bind(column(rows, |r| r.conversation_id))
+    .bind(column(rows, |r| r.message_id))
+    .bind(column(rows, |r| r.author_id))
+    .bind(column(rows, |r| r.body))
+    .bind(column(rows, |r| r.media))
+    .bind(column(rows, |r| datetime(r.created_at)))
+    .bind(column(rows, |r| datetime(r.updated_at)))
+    .bind(column(rows, |r| datetime(r.deleted_at)))
+    .bind(column(rows, |r| r.content_hash))
+    .bind(column(rows, |r| r.sync_source))
+    .bind(column(rows, |r| r.event_id))
+    .bind(column(rows, |r| r.retry_count))
     .bind(at.as_datetime())
-    .fetch_all(c)
+    .fetch_all(&mut *tx.connection)
     .await?;
     Ok(returned
         .into_iter()
@@ -197,16 +213,16 @@ pub(super) async fn upsert_messages(
 
 /// A stub (no version yet) is overwritten by any event; otherwise only a greater rank wins.
 pub(super) async fn upsert_conversations(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     rows: &[ConversationRow<'_>],
     at: Timestamp,
 ) -> Result<HashSet<EntityKey>, StoreError> {
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
-    let returned: Vec<(String,)> = sqlx::query_as(
-        "INSERT INTO dm_conversations AS t (conversation_id, owner_id, participant_ids,
+    let returned: Vec<(String,)> = tx
+        .query_as(
+            "INSERT INTO dm_conversations AS t (conversation_id, owner_id, participant_ids,
              doc_last_message_id, doc_last_message_at, doc_last_message_preview,
              doc_last_message_author_id, dm_pair_low, dm_pair_high, created_at, updated_at,
              deleted_at, content_hash, sync_source, last_synced_event_id, retry_count, mirrored_at)
@@ -244,67 +260,26 @@ pub(super) async fn upsert_conversations(
             OR (EXCLUDED.updated_at, EXCLUDED.deleted_at IS NOT NULL, EXCLUDED.content_hash)
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.conversation_id",
-    )
-    .persistent(persistent)
-    .bind(rows.iter().map(|r| r.conversation_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.owner_id).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| r.participant_ids.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.doc_last_message_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.doc_last_message_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.doc_last_message_preview)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.doc_last_message_author_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.dm_pair_low.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| r.dm_pair_high.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.created_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.updated_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.deleted_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.content_hash).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.sync_source).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.retry_count).collect::<Vec<_>>())
-    .bind(at.as_datetime())
-    .fetch_all(c)
-    .await?;
+        )
+        .bind(column(rows, |r| r.conversation_id))
+        .bind(column(rows, |r| r.owner_id))
+        .bind(column(rows, |r| r.participant_ids.as_deref()))
+        .bind(column(rows, |r| r.doc_last_message_id))
+        .bind(column(rows, |r| datetime(r.doc_last_message_at)))
+        .bind(column(rows, |r| r.doc_last_message_preview))
+        .bind(column(rows, |r| r.doc_last_message_author_id))
+        .bind(column(rows, |r| r.dm_pair_low.as_deref()))
+        .bind(column(rows, |r| r.dm_pair_high.as_deref()))
+        .bind(column(rows, |r| datetime(r.created_at)))
+        .bind(column(rows, |r| datetime(r.updated_at)))
+        .bind(column(rows, |r| datetime(r.deleted_at)))
+        .bind(column(rows, |r| r.content_hash))
+        .bind(column(rows, |r| r.sync_source))
+        .bind(column(rows, |r| r.event_id))
+        .bind(column(rows, |r| r.retry_count))
+        .bind(at.as_datetime())
+        .fetch_all(&mut *tx.connection)
+        .await?;
     Ok(returned
         .into_iter()
         .map(|(conversation_id,)| EntityKey::Conversation { conversation_id })
@@ -312,16 +287,16 @@ pub(super) async fn upsert_conversations(
 }
 
 pub(super) async fn upsert_follow_edges(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     rows: &[FollowEdgeRow<'_>],
     at: Timestamp,
 ) -> Result<HashSet<EntityKey>, StoreError> {
     if rows.is_empty() {
         return Ok(HashSet::new());
     }
-    let returned: Vec<(String, String)> = sqlx::query_as(
-        "INSERT INTO follow_edges AS t (user_id, target_id, edge_type, created_at, updated_at,
+    let returned: Vec<(String, String)> = tx
+        .query_as(
+            "INSERT INTO follow_edges AS t (user_id, target_id, edge_type, created_at, updated_at,
              deleted_at, content_hash, sync_source, event_id, retry_count, mirrored_at)
          SELECT u.user_id, u.target_id, u.edge_type, u.created_at, u.updated_at, u.deleted_at,
                 u.content_hash, u.sync_source, u.event_id, u.retry_count, $10
@@ -340,33 +315,20 @@ pub(super) async fn upsert_follow_edges(
          WHERE (EXCLUDED.updated_at, EXCLUDED.deleted_at IS NOT NULL, EXCLUDED.content_hash)
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.user_id, t.target_id",
-    )
-    .persistent(persistent)
-    .bind(rows.iter().map(|r| r.user_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.target_id).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.edge_type).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.created_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.updated_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        rows.iter()
-            .map(|r| datetime(r.deleted_at))
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.content_hash).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.sync_source).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-    .bind(at.as_datetime())
-    .bind(rows.iter().map(|r| r.retry_count).collect::<Vec<_>>())
-    .fetch_all(c)
-    .await?;
+        )
+        .bind(column(rows, |r| r.user_id))
+        .bind(column(rows, |r| r.target_id))
+        .bind(column(rows, |r| r.edge_type))
+        .bind(column(rows, |r| datetime(r.created_at)))
+        .bind(column(rows, |r| datetime(r.updated_at)))
+        .bind(column(rows, |r| datetime(r.deleted_at)))
+        .bind(column(rows, |r| r.content_hash))
+        .bind(column(rows, |r| r.sync_source))
+        .bind(column(rows, |r| r.event_id))
+        .bind(at.as_datetime())
+        .bind(column(rows, |r| r.retry_count))
+        .fetch_all(&mut *tx.connection)
+        .await?;
     Ok(returned
         .into_iter()
         .map(|(user_id, target_id)| EntityKey::FollowEdge { user_id, target_id })
@@ -376,8 +338,7 @@ pub(super) async fn upsert_follow_edges(
 /// `recipient_id` of every live message of these conversations, after their participants
 /// may have changed; returns how many messages changed.
 pub(super) async fn refresh_recipients(
-    c: &mut PgConnection,
-    _persistent: bool,
+    tx: &mut PgTx<'_>,
     ids: &[String],
 ) -> Result<u64, StoreError> {
     if ids.is_empty() {
@@ -385,8 +346,9 @@ pub(super) async fn refresh_recipients(
     }
     // Planned at every execution (unnamed): a cached generic plan made while the tables
     // were small would keep scanning them once they have grown.
-    let changed = sqlx::query(
-        "UPDATE dm_messages m
+    let changed = tx
+        .unnamed_query(
+            "UPDATE dm_messages m
          SET recipient_id = r.recipient_id
          FROM (SELECT x.conversation_id, x.message_id,
                       CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
@@ -395,12 +357,11 @@ pub(super) async fn refresh_recipients(
                WHERE x.conversation_id = ANY($1) AND x.deleted_at IS NULL) r
          WHERE m.conversation_id = r.conversation_id AND m.message_id = r.message_id
            AND m.recipient_id IS DISTINCT FROM r.recipient_id",
-    )
-    .persistent(false)
-    .bind(ids)
-    .execute(c)
-    .await?
-    .rows_affected();
+        )
+        .bind(ids)
+        .execute(&mut *tx.connection)
+        .await?
+        .rows_affected();
     Ok(changed)
 }
 
@@ -408,8 +369,7 @@ pub(super) async fn refresh_recipients(
 /// lastMessage* fields only while no message of the conversation is mirrored; NULL on a
 /// tombstone. Only rows whose values differ are written; returns how many.
 pub(super) async fn refresh_conversations(
-    c: &mut PgConnection,
-    _persistent: bool,
+    tx: &mut PgTx<'_>,
     ids: &[String],
 ) -> Result<u64, StoreError> {
     if ids.is_empty() {
@@ -417,8 +377,9 @@ pub(super) async fn refresh_conversations(
     }
     // Planned at every execution (unnamed): a cached generic plan made while the tables
     // were small would keep scanning them once they have grown.
-    let changed = sqlx::query(
-        "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
+    let changed = tx
+        .unnamed_query(
+            "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
          newest AS (
              SELECT t.id,
                     EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = t.id) AS mirrored,
@@ -454,30 +415,28 @@ pub(super) async fn refresh_conversations(
            AND (c.last_message_id, c.last_message_at, c.last_message_preview,
                 c.last_message_author_id)
                IS DISTINCT FROM (v.id_, v.at_, v.preview_, v.author_)",
-    )
-    .persistent(false)
-    .bind(ids)
-    .execute(c)
-    .await?
-    .rows_affected();
+        )
+        .bind(ids)
+        .execute(&mut *tx.connection)
+        .await?
+        .rows_affected();
     Ok(changed)
 }
 
 /// Locks the existing conversation rows `ids` (sorted, distinct) in key order, as every
 /// writer does, creating nothing; returns how many exist.
 pub(super) async fn lock_existing_conversations(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     ids: &[String],
 ) -> Result<u64, StoreError> {
-    let (locked,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM (SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
+    let (locked,): (i64,) = tx
+        .query_as(
+            "SELECT count(*) FROM (SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
                               ORDER BY conversation_id FOR NO KEY UPDATE) AS locked",
-    )
-    .persistent(persistent)
-    .bind(ids)
-    .fetch_one(c)
-    .await?;
+        )
+        .bind(ids)
+        .fetch_one(&mut *tx.connection)
+        .await?;
     Ok(locked.max(0) as u64)
 }
 
@@ -498,8 +457,7 @@ pub(super) async fn conversation_ids_after(
 }
 
 pub(super) async fn current_ranks(
-    c: &mut PgConnection,
-    persistent: bool,
+    tx: &mut PgTx<'_>,
     family: Family,
     keys: &[&EntityKey],
 ) -> Result<HashMap<EntityKey, Rank>, StoreError> {
@@ -522,11 +480,11 @@ pub(super) async fn current_ranks(
                ON t.user_id = u.a AND t.target_id = u.b"
         }
     };
-    let rows: Vec<(String, String, DateTime<Utc>, bool, String)> = sqlx::query_as(sql)
-        .persistent(persistent)
+    let rows: Vec<(String, String, DateTime<Utc>, bool, String)> = tx
+        .query_as(sql)
         .bind(&first)
         .bind(&second)
-        .fetch_all(c)
+        .fetch_all(&mut *tx.connection)
         .await?;
     rows.into_iter()
         .map(|(a, b, updated_at, is_delete, hash)| {

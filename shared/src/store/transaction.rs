@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
-use sqlx::{Connection, PgConnection, SqliteConnection};
+use sqlx::{Connection, SqliteConnection};
 
 use super::plan::plan;
 use super::rows::{conversation_ids, ConversationRow, FollowEdgeRow, MessageRow};
@@ -20,14 +20,17 @@ impl Store {
         match self {
             Store::Postgres(pool, settings) => {
                 let mut connection = pool.acquire().await?;
-                let persistent = settings.statements == PreparedStatements::Cached;
                 let mut tx = connection
                     .begin_with(format!(
                         "BEGIN; SET LOCAL statement_timeout = {}",
                         settings.statement_timeout_ms
                     ))
                     .await?;
-                let result = work.run(&mut Tx::Postgres(&mut tx, persistent)).await;
+                let pg = postgres::PgTx {
+                    connection: &mut tx,
+                    cached: settings.statements == PreparedStatements::Cached,
+                };
+                let result = work.run(&mut Tx::Postgres(pg)).await;
                 let ended = end(tx, result).await;
                 if ended.is_err() && !connection.is_clean() {
                     connection.close_on_drop();
@@ -85,15 +88,14 @@ impl<DB: sqlx::Database> Clean for sqlx::pool::PoolConnection<DB> {
 
 /// One open transaction of either dialect; each method is one set-based statement.
 enum Tx<'t> {
-    /// With whether statements are named (cached) or unnamed.
-    Postgres(&'t mut PgConnection, bool),
+    Postgres(postgres::PgTx<'t>),
     Sqlite(&'t mut SqliteConnection),
 }
 
 macro_rules! dispatch {
     ($tx:expr, $f:ident ( $($arg:expr),* )) => {
         match $tx {
-            Tx::Postgres(c, persistent) => postgres::$f(c, *persistent, $($arg),*).await,
+            Tx::Postgres(pg) => postgres::$f(pg, $($arg),*).await,
             Tx::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
         }
     };
