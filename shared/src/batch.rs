@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::event::{Event, Family, Limits};
@@ -393,17 +394,21 @@ impl Processor {
         chunk: Chunk,
         deadline: Option<tokio::time::Instant>,
     ) -> (Vec<(usize, Outcome)>, usize) {
+        let span = chunk_span(&chunk.events);
         let Some(deadline) = deadline else {
-            return self.apply_chunk(chunk).await;
+            return self.apply_chunk(chunk).instrument(span).await;
         };
         let positions = chunk.positions.clone();
-        match tokio::time::timeout_at(deadline, self.apply_chunk(chunk)).await {
+        let work = self.apply_chunk(chunk).instrument(span.clone());
+        match tokio::time::timeout_at(deadline, work).await {
             Ok(done) => done,
             Err(_) => {
-                tracing::warn!(
-                    records = positions.len(),
-                    "the invocation's deadline is near: the chunk is given up, to be redelivered"
-                );
+                span.in_scope(|| {
+                    tracing::warn!(
+                        records = positions.len(),
+                        "the invocation's deadline is near: the chunk is given up, to be redelivered"
+                    )
+                });
                 let outcome = Outcome::Failed(DEADLINE_REASON.to_string());
                 (
                     positions
@@ -433,6 +438,7 @@ impl Processor {
                 for (position, pending) in chunk.positions.into_iter().zip(chunk.events) {
                     let outcome = match self
                         .apply_with_retry(std::slice::from_ref(&pending), &mut retries)
+                        .instrument(record_span(&pending))
                         .await
                     {
                         Ok(written) => Outcome::from(written[0]),
@@ -486,6 +492,37 @@ impl Processor {
             }
         }
     }
+}
+
+/// How many entity ids a chunk's span names (a chunk holds up to `MIRROR_CHUNK_SIZE`).
+const SPAN_IDS: usize = 10;
+
+/// The span around a chunk's work, retries included: every line logged in it names the
+/// chunk's events (the first [`SPAN_IDS`] entity ids, and how many there are).
+fn chunk_span(events: &[Pending]) -> tracing::Span {
+    let mut ids: Vec<String> = (events.iter().take(SPAN_IDS))
+        .map(|p| p.event.key.entity_id())
+        .collect();
+    if events.len() > SPAN_IDS {
+        ids.push(format!("+{} more", events.len() - SPAN_IDS));
+    }
+    tracing::info_span!(
+        "chunk",
+        family = events.first().map(|p| p.event.family().type_prefix()).unwrap_or(""),
+        events = events.len(),
+        entity_ids = %ids.join(" "),
+    )
+}
+
+/// The span around one event's work when it is applied alone.
+fn record_span(pending: &Pending) -> tracing::Span {
+    let event = &pending.event;
+    tracing::info_span!(
+        "record",
+        event_id = %event.event_id,
+        event_type = %event.event_type,
+        entity_id = %event.key.entity_id(),
+    )
 }
 
 fn error_outcome(error: StoreError) -> Outcome {

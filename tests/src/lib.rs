@@ -376,6 +376,33 @@ pub async fn drained(client: &aws_sdk_sqs::Client, url: &str, limit: std::time::
     }
 }
 
+/// Log lines captured in memory: give [`LogCapture::writer`] to a subscriber, read
+/// [`LogCapture::text`] afterwards.
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// A `MakeWriter` for `tracing_subscriber` that appends here.
+    pub fn writer(&self) -> impl Fn() -> LogCapture + Send + Sync + 'static {
+        let capture = self.clone();
+        move || capture.clone()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("UTF-8 logs")
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Runs a command line tool (its binary, arguments and environment set in `command`) with
 /// `stdin` as its input: (exit code, stdout as one JSON value or null, stderr).
 pub fn run_for_json(

@@ -208,6 +208,14 @@ async fn a_chunk_blocked_past_the_deadline_fails_alone_and_the_committed_ones_ar
     let now_ms = chrono::Utc::now().timestamp_millis() as u64;
     context.deadline = now_ms + 1500;
     let function = Function::new(Family::DmMessage, mirror.processor.clone());
+    // This test's logs (the runtime runs it on this thread).
+    let capture = mirror_tests::LogCapture::default();
+    let _logging =
+        tracing::subscriber::set_default(mirror_tests::realtime_mirror::telemetry::subscriber(
+            capture.writer(),
+            true,
+            tracing_subscriber::EnvFilter::new("info"),
+        ));
     // Bounded so that a regression fails instead of hanging (the blocker never lets go).
     let response = tokio::time::timeout(
         std::time::Duration::from_secs(20),
@@ -222,6 +230,13 @@ async fn a_chunk_blocked_past_the_deadline_fails_alone_and_the_committed_ones_ar
         .map(|f| f.item_identifier.as_str())
         .collect();
     assert_eq!(failed, ["blocked"]);
+    // The warning about the chunk given up names the chunk's events.
+    let logs = capture.text();
+    let given_up = logs
+        .lines()
+        .find(|l| l.contains("deadline is near"))
+        .unwrap_or_else(|| panic!("no line about the chunk given up in:\n{logs}"));
+    assert!(given_up.contains("\"entity_ids\":\"c1/m1\""), "{given_up}");
     assert!(mirror.find("dm_messages", &["c2", "m1"]).await.is_some());
     assert!(mirror.find("dm_messages", &["c1", "m1"]).await.is_none());
 

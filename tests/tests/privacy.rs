@@ -2,8 +2,7 @@
 //! handler, the dead-letter path and the worker with a TRACE-level JSON subscriber capturing
 //! everything, and no body of the samples may appear in what was captured.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::{Context, LambdaEvent};
@@ -12,21 +11,8 @@ use mirror_tests::realtime_mirror::queue::DeadLetterQueue;
 use mirror_tests::realtime_mirror::worker::{self, WorkerSettings};
 use mirror_tests::realtime_mirror::{telemetry, Family};
 use mirror_tests::sample_event as sample;
-use mirror_tests::{create_queue, drained, sqs, Mirror};
+use mirror_tests::{create_queue, drained, sqs, LogCapture, Mirror};
 use serde_json::Value;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const FILES: [(&str, Family); 4] = [
     ("01-dm-conversation.json", Family::DmConversation),
@@ -73,10 +59,9 @@ fn private_texts() -> Vec<String> {
 
 #[tokio::test]
 async fn no_message_body_appears_in_any_log_line_at_any_level() {
-    let capture = Capture::default();
-    let writer = capture.clone();
+    let capture = LogCapture::default();
     let subscriber = telemetry::subscriber(
-        move || writer.clone(),
+        capture.writer(),
         true,
         tracing_subscriber::EnvFilter::new("trace"),
     );
@@ -123,7 +108,7 @@ async fn no_message_body_appears_in_any_log_line_at_any_level() {
         .await;
     }
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     // The capture is real: records are logged, by id.
     assert!(
         logs.contains("msg-c1-m1-created")
