@@ -130,22 +130,82 @@ async fn an_unreachable_database_makes_every_record_a_batch_item_failure() {
 /// `MIRROR_MAX_CONNECTIONS` connections.
 #[tokio::test]
 async fn one_process_never_holds_more_than_max_connections() {
+    for cap in [2u32, 4] {
+        let in_flight = most_statements_in_flight(cap).await;
+        assert_eq!(
+            in_flight, cap as i64,
+            "with MIRROR_MAX_CONNECTIONS={cap}, statements seen running at once"
+        );
+    }
+    let sqlite = Mirror::sqlite().await;
+    assert_eq!(sqlite.store().max_connections(), 1, "SQLite has one writer");
+}
+
+/// Applies 60 events in chunks of 3 with at most `cap` connections, each write slowed by a
+/// trigger, while another session samples the store's statements running on the server
+/// (`pg_stat_activity`, by this store's application name); returns the most seen at once.
+async fn most_statements_in_flight(cap: u32) -> i64 {
+    use std::str::FromStr;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use sqlx::Connection;
+
+    let schema = mirror_tests::new_schema().await;
+    let name = format!("mirror-cap-{schema}");
+    let options = sqlx::postgres::PgConnectOptions::from_str(&mirror_tests::test_database_url())
+        .unwrap()
+        .application_name(&name);
     let config = Config {
-        max_connections: 2,
+        max_connections: cap,
         chunk_size: 3,
         ..Config::default()
     };
-    let m = Mirror::postgres_with(config).await;
+    let m = Mirror::postgres_in(options, &schema, config).await;
+    let mut admin = sqlx::PgConnection::connect(&m.url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION slow_write() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$;
+         CREATE TRIGGER slow_write BEFORE INSERT ON follow_edges
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_write();",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let mut most = 0i64;
+            while !done.load(Ordering::Relaxed) {
+                let (running,): (i64,) = sqlx::query_as(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE application_name = $1 AND state = 'active'",
+                )
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+                most = most.max(running);
+            }
+            most
+        })
+    };
     let events: Vec<Value> = (0..60)
         .map(|i| mirror_tests::follow(&format!("u{i}"), "t", "2025-10-08T12:00:00Z"))
         .collect();
     let summary = m.apply(&events).await.summary();
+    done.store(true, Ordering::Relaxed);
     assert_eq!(summary.applied, 60);
     let Store::Postgres(pool, _) = m.store() else {
         unreachable!()
     };
-    assert!(pool.size() <= 2, "pool opened {} connections", pool.size());
-    assert_eq!(m.store().max_connections(), 2);
-    let sqlite = Mirror::sqlite().await;
-    assert_eq!(sqlite.store().max_connections(), 1, "SQLite has one writer");
+    assert!(
+        pool.size() <= cap,
+        "pool opened {} connections",
+        pool.size()
+    );
+    sampler.await.unwrap()
 }
