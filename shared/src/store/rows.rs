@@ -46,6 +46,33 @@ fn timestamp_text<S: serde::Serializer>(t: &Option<Timestamp>, s: S) -> Result<S
     }
 }
 
+/// What every winning event writes besides its document: the version, the tombstone's time,
+/// and the bookkeeping columns.
+#[derive(Debug, Serialize)]
+pub(super) struct Common<'a> {
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) updated_at: Option<Timestamp>,
+    #[serde(serialize_with = "timestamp_text")]
+    pub(super) deleted_at: Option<Timestamp>,
+    pub(super) content_hash: &'a str,
+    pub(super) sync_source: &'a str,
+    pub(super) event_id: &'a str,
+    pub(super) retry_count: i32,
+}
+
+impl<'a> Common<'a> {
+    fn new(p: &'a Pending, deleted_at: Option<Timestamp>) -> Self {
+        Common {
+            updated_at: Some(p.event.version),
+            deleted_at,
+            content_hash: &p.event.content_hash,
+            sync_source: &p.event.source,
+            event_id: &p.event.event_id,
+            retry_count: p.retry_count,
+        }
+    }
+}
+
 /// The values one winning event writes to `dm_messages` (the derived `recipient_id` aside).
 #[derive(Debug, Serialize)]
 pub(super) struct MessageRow<'a> {
@@ -56,14 +83,8 @@ pub(super) struct MessageRow<'a> {
     pub(super) media: Option<&'a str>,
     #[serde(serialize_with = "timestamp_text")]
     pub(super) created_at: Option<Timestamp>,
-    #[serde(serialize_with = "timestamp_text")]
-    pub(super) updated_at: Option<Timestamp>,
-    #[serde(serialize_with = "timestamp_text")]
-    pub(super) deleted_at: Option<Timestamp>,
-    pub(super) content_hash: &'a str,
-    pub(super) sync_source: &'a str,
-    pub(super) event_id: &'a str,
-    pub(super) retry_count: i32,
+    #[serde(flatten)]
+    pub(super) common: Common<'a>,
 }
 
 impl<'a> MessageRow<'a> {
@@ -87,12 +108,7 @@ impl<'a> MessageRow<'a> {
             body: message.and_then(|m| m.body.as_deref()),
             media: message.and_then(|m| m.media.as_deref()),
             created_at: message.map(|m| m.created_at),
-            updated_at: Some(p.event.version),
-            deleted_at,
-            content_hash: &p.event.content_hash,
-            sync_source: &p.event.source,
-            event_id: &p.event.event_id,
-            retry_count: p.retry_count,
+            common: Common::new(p, deleted_at),
         }
     }
 }
@@ -114,14 +130,8 @@ pub(super) struct ConversationRow<'a> {
     pub(super) dm_pair_high: Option<String>,
     #[serde(serialize_with = "timestamp_text")]
     pub(super) created_at: Option<Timestamp>,
-    #[serde(serialize_with = "timestamp_text")]
-    pub(super) updated_at: Option<Timestamp>,
-    #[serde(serialize_with = "timestamp_text")]
-    pub(super) deleted_at: Option<Timestamp>,
-    pub(super) content_hash: &'a str,
-    pub(super) sync_source: &'a str,
-    pub(super) event_id: &'a str,
-    pub(super) retry_count: i32,
+    #[serde(flatten)]
+    pub(super) common: Common<'a>,
 }
 
 impl<'a> ConversationRow<'a> {
@@ -148,12 +158,7 @@ impl<'a> ConversationRow<'a> {
             dm_pair_low: pair.as_ref().map(|p| p.0.clone()),
             dm_pair_high: pair.map(|p| p.1),
             created_at: c.and_then(|c| c.created_at),
-            updated_at: Some(p.event.version),
-            deleted_at,
-            content_hash: &p.event.content_hash,
-            sync_source: &p.event.source,
-            event_id: &p.event.event_id,
-            retry_count: p.retry_count,
+            common: Common::new(p, deleted_at),
         }
     }
 }
@@ -165,14 +170,8 @@ pub(super) struct FollowEdgeRow<'a> {
     pub(super) edge_type: Option<&'a str>,
     #[serde(serialize_with = "timestamp_text")]
     pub(super) created_at: Option<Timestamp>,
-    #[serde(serialize_with = "timestamp_text")]
-    pub(super) updated_at: Option<Timestamp>,
-    #[serde(serialize_with = "timestamp_text")]
-    pub(super) deleted_at: Option<Timestamp>,
-    pub(super) content_hash: &'a str,
-    pub(super) sync_source: &'a str,
-    pub(super) event_id: &'a str,
-    pub(super) retry_count: i32,
+    #[serde(flatten)]
+    pub(super) common: Common<'a>,
 }
 
 impl<'a> FollowEdgeRow<'a> {
@@ -190,12 +189,7 @@ impl<'a> FollowEdgeRow<'a> {
             target_id,
             edge_type: e.map(|e| e.edge_type.as_str()),
             created_at: e.and_then(|e| e.created_at),
-            updated_at: Some(p.event.version),
-            deleted_at,
-            content_hash: &p.event.content_hash,
-            sync_source: &p.event.source,
-            event_id: &p.event.event_id,
-            retry_count: p.retry_count,
+            common: Common::new(p, deleted_at),
         }
     }
 }
