@@ -93,16 +93,16 @@ pub(super) async fn record_applied(
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     tx.query(
         "INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
-         SELECT k, t, e, i, $5
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(k, t, e, i, n)
+         SELECT k, t, e, i, $1
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(k, t, e, i, n)
          ORDER BY n
          ON CONFLICT (idempotency_key) DO NOTHING",
     )
+    .bind(at.as_datetime())
     .bind(&keys)
     .bind(&types)
     .bind(&entities)
     .bind(&ids)
-    .bind(at.as_datetime())
     .execute(&mut *tx.connection)
     .await?;
     Ok(())
@@ -128,12 +128,12 @@ pub(super) async fn lock_conversations(
     // snapshot cannot see it): the chunk would then read messages without the lock.
     tx.query(
         "INSERT INTO dm_conversations AS t (conversation_id, sync_source, mirrored_at)
-         SELECT u.id, 'derived', $2 FROM UNNEST($1::text[]) WITH ORDINALITY AS u(id, n)
+         SELECT u.id, 'derived', $1 FROM UNNEST($2::text[]) WITH ORDINALITY AS u(id, n)
          ORDER BY u.n
          ON CONFLICT (conversation_id) DO UPDATE SET sync_source = t.sync_source WHERE false",
     )
-    .bind(ids)
     .bind(at.as_datetime())
+    .bind(ids)
     .execute(&mut *tx.connection)
     .await?;
     // Checked, not trusted: a new statement (a new snapshot) sees every row, and re-locking
@@ -168,10 +168,10 @@ pub(super) async fn upsert_messages(
                                      WHEN c.dm_pair_high THEN c.dm_pair_low END
                 END,
                 u.body, u.media::jsonb, u.created_at, u.updated_at, u.deleted_at, u.content_hash,
-                u.sync_source, u.event_id, u.retry_count, $13
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::text[],
-                     $10::text[], $11::text[], $12::int4[]) WITH ORDINALITY
+                u.sync_source, u.event_id, u.retry_count, $1
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[],
+                     $11::text[], $12::text[], $13::int4[]) WITH ORDINALITY
               AS u(conversation_id, message_id, author_id, body, media, created_at, updated_at,
                    deleted_at, content_hash, sync_source, event_id, retry_count, n)
          LEFT JOIN dm_conversations c ON c.conversation_id = u.conversation_id
@@ -187,6 +187,7 @@ pub(super) async fn upsert_messages(
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.conversation_id, t.message_id",
     )
+    .bind(at.as_datetime())
     .bind(column(rows, |r| r.conversation_id))
     .bind(column(rows, |r| r.message_id))
     .bind(column(rows, |r| r.author_id))
@@ -199,7 +200,6 @@ pub(super) async fn upsert_messages(
     .bind(column(rows, |r| r.common.sync_source))
     .bind(column(rows, |r| r.common.event_id))
     .bind(column(rows, |r| r.common.retry_count))
-    .bind(at.as_datetime())
     .fetch_all(&mut *tx.connection)
     .await?;
     Ok(returned
@@ -234,11 +234,11 @@ pub(super) async fn upsert_conversations(
                 u.doc_last_message_id, u.doc_last_message_at, u.doc_last_message_preview,
                 u.doc_last_message_author_id, u.dm_pair_low, u.dm_pair_high, u.created_at,
                 u.updated_at, u.deleted_at, u.content_hash, u.sync_source, u.event_id,
-                u.retry_count, $17
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                     $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[],
-                     $11::timestamptz[], $12::timestamptz[], $13::text[], $14::text[],
-                     $15::text[], $16::int4[]) WITH ORDINALITY
+                u.retry_count, $1
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[],
+                     $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[],
+                     $16::text[], $17::int4[]) WITH ORDINALITY
               AS u(conversation_id, owner_id, participant_ids, doc_last_message_id,
                    doc_last_message_at, doc_last_message_preview, doc_last_message_author_id,
                    dm_pair_low, dm_pair_high, created_at, updated_at, deleted_at, content_hash,
@@ -261,6 +261,7 @@ pub(super) async fn upsert_conversations(
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.conversation_id",
         )
+        .bind(at.as_datetime())
         .bind(column(rows, |r| r.conversation_id))
         .bind(column(rows, |r| r.owner_id))
         .bind(column(rows, |r| r.participant_ids.as_deref()))
@@ -277,7 +278,6 @@ pub(super) async fn upsert_conversations(
         .bind(column(rows, |r| r.common.sync_source))
         .bind(column(rows, |r| r.common.event_id))
         .bind(column(rows, |r| r.common.retry_count))
-        .bind(at.as_datetime())
         .fetch_all(&mut *tx.connection)
         .await?;
     Ok(returned
@@ -299,9 +299,9 @@ pub(super) async fn upsert_follow_edges(
             "INSERT INTO follow_edges AS t (user_id, target_id, edge_type, created_at, updated_at,
              deleted_at, content_hash, sync_source, event_id, retry_count, mirrored_at)
          SELECT u.user_id, u.target_id, u.edge_type, u.created_at, u.updated_at, u.deleted_at,
-                u.content_hash, u.sync_source, u.event_id, u.retry_count, $10
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[],
-                     $5::timestamptz[], $6::timestamptz[], $7::text[], $8::text[], $9::text[],
+                u.content_hash, u.sync_source, u.event_id, u.retry_count, $1
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[],
                      $11::int4[]) WITH ORDINALITY
               AS u(user_id, target_id, edge_type, created_at, updated_at, deleted_at,
                    content_hash, sync_source, event_id, retry_count, n)
@@ -316,6 +316,7 @@ pub(super) async fn upsert_follow_edges(
              > (t.updated_at, t.deleted_at IS NOT NULL, t.content_hash)
          RETURNING t.user_id, t.target_id",
         )
+        .bind(at.as_datetime())
         .bind(column(rows, |r| r.user_id))
         .bind(column(rows, |r| r.target_id))
         .bind(column(rows, |r| r.edge_type))
@@ -325,7 +326,6 @@ pub(super) async fn upsert_follow_edges(
         .bind(column(rows, |r| r.common.content_hash))
         .bind(column(rows, |r| r.common.sync_source))
         .bind(column(rows, |r| r.common.event_id))
-        .bind(at.as_datetime())
         .bind(column(rows, |r| r.common.retry_count))
         .fetch_all(&mut *tx.connection)
         .await?;
