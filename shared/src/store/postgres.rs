@@ -335,20 +335,31 @@ pub(super) async fn upsert_follow_edges(
         .collect())
 }
 
+/// Runs one derived-column refresh over the conversations `ids`; returns how many rows it
+/// changed. Planned at every execution (unnamed): a cached generic plan made while the tables
+/// were small would keep scanning them once they have grown.
+async fn refresh(tx: &mut PgTx<'_>, ids: &[String], sql: &str) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let done = tx
+        .unnamed_query(sql)
+        .bind(ids)
+        .execute(&mut *tx.connection)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// `recipient_id` of every live message of these conversations, after their participants
 /// may have changed; returns how many messages changed.
 pub(super) async fn refresh_recipients(
     tx: &mut PgTx<'_>,
     ids: &[String],
 ) -> Result<u64, StoreError> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    // Planned at every execution (unnamed): a cached generic plan made while the tables
-    // were small would keep scanning them once they have grown.
-    let changed = tx
-        .unnamed_query(
-            "UPDATE dm_messages m
+    refresh(
+        tx,
+        ids,
+        "UPDATE dm_messages m
          SET recipient_id = r.recipient_id
          FROM (SELECT x.conversation_id, x.message_id,
                       CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
@@ -357,12 +368,8 @@ pub(super) async fn refresh_recipients(
                WHERE x.conversation_id = ANY($1) AND x.deleted_at IS NULL) r
          WHERE m.conversation_id = r.conversation_id AND m.message_id = r.message_id
            AND m.recipient_id IS DISTINCT FROM r.recipient_id",
-        )
-        .bind(ids)
-        .execute(&mut *tx.connection)
-        .await?
-        .rows_affected();
-    Ok(changed)
+    )
+    .await
 }
 
 /// `last_message_*`: the newest live message by (created_at, message_id); the document's own
@@ -372,14 +379,10 @@ pub(super) async fn refresh_conversations(
     tx: &mut PgTx<'_>,
     ids: &[String],
 ) -> Result<u64, StoreError> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    // Planned at every execution (unnamed): a cached generic plan made while the tables
-    // were small would keep scanning them once they have grown.
-    let changed = tx
-        .unnamed_query(
-            "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
+    refresh(
+        tx,
+        ids,
+        "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
          newest AS (
              SELECT t.id,
                     EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = t.id) AS mirrored,
@@ -415,12 +418,8 @@ pub(super) async fn refresh_conversations(
            AND (c.last_message_id, c.last_message_at, c.last_message_preview,
                 c.last_message_author_id)
                IS DISTINCT FROM (v.id_, v.at_, v.preview_, v.author_)",
-        )
-        .bind(ids)
-        .execute(&mut *tx.connection)
-        .await?
-        .rows_affected();
-    Ok(changed)
+    )
+    .await
 }
 
 /// Locks the existing conversation rows `ids` (sorted, distinct) in key order, as every
