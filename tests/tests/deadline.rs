@@ -45,14 +45,15 @@ async fn a_chunk_blocked_past_the_deadline_fails_alone_and_the_committed_ones_ar
     let now_ms = chrono::Utc::now().timestamp_millis() as u64;
     context.deadline = now_ms + 1500;
     let function = Function::new(Family::DmMessage, mirror.processor.clone());
-    // This test's logs (the runtime runs it on this thread).
+    // The only test of this binary: its logs go to the global subscriber, so no other
+    // thread's use of a span can leave it disabled.
     let capture = mirror_tests::LogCapture::default();
-    let _logging =
-        tracing::subscriber::set_default(mirror_tests::realtime_mirror::telemetry::subscriber(
-            capture.writer(),
-            true,
-            tracing_subscriber::EnvFilter::new("info"),
-        ));
+    tracing::subscriber::set_global_default(mirror_tests::realtime_mirror::telemetry::subscriber(
+        capture.writer(),
+        true,
+        tracing_subscriber::EnvFilter::new("info"),
+    ))
+    .expect("the only subscriber of this test binary");
     // Bounded so that a regression fails instead of hanging (the blocker never lets go).
     let response = tokio::time::timeout(
         std::time::Duration::from_secs(20),
