@@ -2,7 +2,7 @@
 //! record, so a malformed body fails alone; writing is per chunk, set-based, with at most
 //! `MIRROR_MAX_CONNECTIONS` chunks in flight.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
@@ -73,6 +73,31 @@ impl RecordOutcome {
         }
     }
 
+    /// One line of `--details`: the record, how it ended and why, as JSON.
+    pub fn details(&self) -> serde_json::Value {
+        let (outcome, kind, reason) = match &self.outcome {
+            Outcome::Applied => ("applied", None, None),
+            Outcome::Duplicate => ("duplicate", None, None),
+            Outcome::Stale => ("stale", None, None),
+            Outcome::Rejected(why) => ("rejected", Some(why.kind()), Some(why.to_string())),
+            Outcome::Failed(why) => ("failed", None, Some(why.clone())),
+        };
+        let mut line = serde_json::json!({ "messageId": self.message_id, "outcome": outcome });
+        let fields = [
+            ("kind", kind.map(str::to_string)),
+            ("reason", reason),
+            ("eventId", self.event_id.clone()),
+            ("eventType", self.event_type.clone()),
+            ("entityId", self.entity_id.clone()),
+        ];
+        for (name, value) in fields {
+            if let Some(value) = value {
+                line[name] = value.into();
+            }
+        }
+        line
+    }
+
     pub fn new(message_id: impl Into<String>, outcome: Outcome) -> Self {
         RecordOutcome {
             message_id: message_id.into(),
@@ -108,8 +133,11 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// The JSON summary `mirrorctl apply` prints (docs/contract.md §6).
+/// The JSON summary `mirrorctl apply` prints (docs/contract.md §6), of bounded size
+/// whatever the input: every record is counted, and the lists name the first few records
+/// of each reason (see [`Summary::add`]); `--details FILE` has every record's outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Summary {
     pub applied: usize,
     pub duplicates: usize,
@@ -118,12 +146,38 @@ pub struct Summary {
     pub failed: usize,
     /// Chunks retried after a write conflict (see [`BatchOutcome::conflict_retries`]).
     pub retries: usize,
+    /// At most [`LISTED_PER_REASON`] per kind of rejection, [`LISTED_MAX`] in all.
     pub rejections: Vec<Problem>,
+    /// At most [`LISTED_PER_REASON`] per reason, [`LISTED_MAX`] in all.
     pub failures: Vec<Problem>,
+    /// Every rejection counted by its kind (`not JSON`, `invalid field`, …).
+    pub rejections_by_kind: BTreeMap<String, usize>,
+    /// Every failure counted by its reason; past [`REASONS_MAX`] distinct reasons, the rest
+    /// are counted under [`OTHER_REASONS`].
+    pub failures_by_reason: BTreeMap<String, usize>,
+    /// Rejections and failures counted but not in the lists above.
+    pub not_listed: NotListed,
     /// Directory entries that were not read (hidden files, subdirectories, FIFOs, devices):
     /// not records, so they change no count and no exit code, but none passes unseen.
     pub skipped: Vec<crate::inputs::Skipped>,
+    /// Where every record's outcome was written (`--details`), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct NotListed {
+    pub rejections: usize,
+    pub failures: usize,
+}
+
+/// How many records of one reason a summary lists by name.
+pub const LISTED_PER_REASON: usize = 5;
+/// How many records a summary's list of rejections (or failures) names in all.
+pub const LISTED_MAX: usize = 100;
+/// How many distinct failure reasons a summary counts apart.
+pub const REASONS_MAX: usize = 50;
+pub const OTHER_REASONS: &str = "(other reasons)";
 
 /// The operator's exit codes (docs/contract.md §6): 0 when nothing was rejected or
 /// failed, 2 when something was rejected and nothing failed, 1 when anything failed.
@@ -140,6 +194,68 @@ pub fn exit_code(rejected: usize, failed: usize) -> i32 {
 impl Summary {
     pub fn exit_code(&self) -> i32 {
         exit_code(self.rejected, self.failed)
+    }
+
+    /// Counts one record's outcome and lists it when its reason has fewer than
+    /// [`LISTED_PER_REASON`] listed and the list fewer than [`LISTED_MAX`]: memory and output
+    /// stay bounded however many records there are.
+    pub fn add(&mut self, r: &RecordOutcome) {
+        match &r.outcome {
+            Outcome::Applied => self.applied += 1,
+            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::Stale => self.stale += 1,
+            Outcome::Rejected(why) => {
+                self.rejected += 1;
+                let seen = self
+                    .rejections_by_kind
+                    .entry(why.kind().to_string())
+                    .or_default();
+                *seen += 1;
+                list(
+                    &mut self.rejections,
+                    &mut self.not_listed.rejections,
+                    *seen,
+                    r,
+                    || why.to_string(),
+                );
+            }
+            Outcome::Failed(why) => {
+                self.failed += 1;
+                let key = if self.failures_by_reason.len() < REASONS_MAX
+                    || self.failures_by_reason.contains_key(why)
+                {
+                    why.as_str()
+                } else {
+                    OTHER_REASONS
+                };
+                let seen = self.failures_by_reason.entry(key.to_string()).or_default();
+                *seen += 1;
+                list(
+                    &mut self.failures,
+                    &mut self.not_listed.failures,
+                    *seen,
+                    r,
+                    || why.clone(),
+                );
+            }
+        }
+    }
+}
+
+fn list(
+    listed: &mut Vec<Problem>,
+    not_listed: &mut usize,
+    nth_of_reason: usize,
+    r: &RecordOutcome,
+    reason: impl FnOnce() -> String,
+) {
+    if nth_of_reason <= LISTED_PER_REASON && listed.len() < LISTED_MAX {
+        listed.push(Problem {
+            message_id: r.message_id.clone(),
+            reason: reason(),
+        });
+    } else {
+        *not_listed += 1;
     }
 }
 
@@ -177,32 +293,14 @@ impl BatchOutcome {
     }
 
     pub fn summary(&self) -> Summary {
-        let counts = self.counts();
-        let problem = |r: &RecordOutcome, reason: String| Problem {
-            message_id: r.message_id.clone(),
-            reason,
-        };
-        Summary {
-            applied: counts.applied,
-            duplicates: counts.duplicate,
-            stale: counts.stale,
-            rejected: counts.rejected,
-            failed: counts.failed,
+        let mut summary = Summary {
             retries: self.conflict_retries,
-            rejections: (self.records.iter())
-                .filter_map(|r| match &r.outcome {
-                    Outcome::Rejected(why) => Some(problem(r, why.to_string())),
-                    _ => None,
-                })
-                .collect(),
-            failures: (self.records.iter())
-                .filter_map(|r| match &r.outcome {
-                    Outcome::Failed(why) => Some(problem(r, why.clone())),
-                    _ => None,
-                })
-                .collect(),
-            skipped: Vec::new(),
+            ..Summary::default()
+        };
+        for r in &self.records {
+            summary.add(r);
         }
+        summary
     }
 
     pub fn extend(&mut self, other: BatchOutcome) {
@@ -565,15 +663,15 @@ fn log_outcomes(batch: &BatchOutcome) {
             Outcome::Failed(why) => tracing::warn!(outcome = "failed", reason = %why),
         }
     }
-    let s = batch.summary();
+    let c = batch.counts();
     tracing::info!(
         records = batch.records.len(),
-        applied = s.applied,
-        duplicates = s.duplicates,
-        stale = s.stale,
-        rejected = s.rejected,
-        failed = s.failed,
-        conflict_retries = s.retries,
+        applied = c.applied,
+        duplicates = c.duplicate,
+        stale = c.stale,
+        rejected = c.rejected,
+        failed = c.failed,
+        conflict_retries = batch.conflict_retries,
         "batch done"
     );
 }
@@ -612,6 +710,50 @@ mod tests {
             }
         );
         assert!(outcome.has_rejections());
+    }
+
+    #[test]
+    fn a_summary_counts_every_record_and_lists_a_bounded_few_per_reason() {
+        let mut outcome = BatchOutcome::default();
+        for i in 0..100_000 {
+            outcome.records.push(RecordOutcome::new(
+                format!("f{i}"),
+                Outcome::Failed(format!("database unreachable ({})", i % 60)),
+            ));
+            outcome.records.push(RecordOutcome::new(
+                format!("r{i}"),
+                Outcome::Rejected(if i % 2 == 0 {
+                    Rejection::Empty
+                } else {
+                    Rejection::NotJson(format!("line {i} is not UTF-8"))
+                }),
+            ));
+        }
+        outcome
+            .records
+            .push(RecordOutcome::new("ok", Outcome::Applied));
+        let s = outcome.summary();
+        assert_eq!((s.applied, s.rejected, s.failed), (1, 100_000, 100_000));
+        assert_eq!(
+            s.rejections_by_kind,
+            BTreeMap::from([("empty".into(), 50_000), ("not JSON".into(), 50_000)])
+        );
+        let ids: Vec<&str> = s.rejections.iter().map(|p| p.message_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9"]
+        );
+        assert_eq!(s.rejections[1].reason, "not JSON: line 1 is not UTF-8");
+        // 60 reasons: 50 counted apart, 10 together.
+        assert_eq!(s.failures_by_reason.len(), REASONS_MAX + 1);
+        // Reasons 50..59 come 1,666 times each (100,000 = 60 × 1,666 + 40).
+        assert_eq!(s.failures_by_reason[OTHER_REASONS], 16_660);
+        assert_eq!(s.failures_by_reason.values().sum::<usize>(), 100_000);
+        assert_eq!(s.failures.len(), LISTED_MAX);
+        assert_eq!(s.not_listed.failures + s.failures.len(), 100_000);
+        assert_eq!(s.not_listed.rejections + s.rejections.len(), 100_000);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.len() < 20_000, "{} bytes", json.len());
     }
 
     #[tokio::test]

@@ -45,14 +45,69 @@ pub struct Skipped {
     pub reason: String,
 }
 
-pub fn read_paths(paths: &[PathBuf]) -> Inputs {
-    let mut inputs = Inputs::default();
+/// One thing read from the paths, in input order.
+#[derive(Debug)]
+pub enum Item {
+    Record(Record),
+    /// A file or record that could not be read, with its outcome.
+    Problem(RecordOutcome),
+    Skipped(Skipped),
+}
+
+/// Where reading puts what it finds.
+pub trait Sink {
+    fn item(&mut self, item: Item);
+    fn record(&mut self, record: Record) {
+        self.item(Item::Record(record))
+    }
+    fn problem(&mut self, problem: RecordOutcome) {
+        self.item(Item::Problem(problem))
+    }
+    fn skipped(&mut self, skipped: Skipped) {
+        self.item(Item::Skipped(skipped))
+    }
+}
+
+impl<F: FnMut(Item)> Sink for F {
+    fn item(&mut self, item: Item) {
+        self(item)
+    }
+}
+
+/// Reads every path, handing each record, problem and skipped entry to `sink` as it is
+/// read: nothing is kept here, so memory does not grow with the input.
+pub fn each(paths: &[PathBuf], sink: &mut dyn Sink) {
     for path in paths {
-        for file in files(path, &mut inputs) {
-            read_file(&file, &mut inputs);
+        for file in files(path, sink) {
+            read_file(&file, sink);
         }
     }
+}
+
+/// Everything the paths hold, at once (for inputs known to be small).
+pub fn read_paths(paths: &[PathBuf]) -> Inputs {
+    let mut inputs = Inputs::default();
+    each(paths, &mut |item| match item {
+        Item::Record(r) => inputs.records.push(r),
+        Item::Problem(p) => inputs.problems.push(p),
+        Item::Skipped(s) => inputs.skipped.push(s),
+    });
     inputs
+}
+
+/// Reads the paths on a thread of their own, at most `read_ahead` items ahead of the
+/// receiver: the bounded read-ahead of a streaming `apply`. Reading stops when the receiver
+/// is dropped.
+pub fn stream(paths: Vec<PathBuf>, read_ahead: usize) -> tokio::sync::mpsc::Receiver<Item> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(read_ahead.max(1));
+    std::thread::spawn(move || {
+        let mut open = true;
+        let mut send = |item: Item| {
+            open = open && sender.blocking_send(item).is_ok();
+        };
+        each(&paths, &mut send);
+    });
+    receiver
 }
 
 /// What a path is, in words, when it is not a regular file.
@@ -74,14 +129,14 @@ fn not_a_file(metadata: &std::fs::Metadata) -> Option<&'static str> {
     }
 }
 
-fn files(path: &Path, inputs: &mut Inputs) -> Vec<PathBuf> {
+fn files(path: &Path, inputs: &mut dyn Sink) -> Vec<PathBuf> {
     if !path.is_dir() {
         return vec![path.to_path_buf()];
     }
     let entries = match std::fs::read_dir(path) {
         Ok(entries) => entries,
         Err(e) => {
-            inputs.problems.push(RecordOutcome::new(
+            inputs.problem(RecordOutcome::new(
                 path.display().to_string(),
                 Outcome::Failed(format!("cannot read directory {}: {e}", path.display())),
             ));
@@ -101,15 +156,13 @@ fn files(path: &Path, inputs: &mut Inputs) -> Vec<PathBuf> {
             .is_some_and(|n| n.to_string_lossy().starts_with('.'));
         // Follows links, as opening would: a link to a FIFO is a FIFO.
         match std::fs::metadata(&entry) {
-            Err(e) => inputs.skipped.push(skip(format!("cannot be read: {e}"))),
-            Ok(_) if hidden => inputs.skipped.push(skip("hidden".into())),
-            Ok(m) if m.is_dir() => inputs
-                .skipped
-                .push(skip("a directory: subdirectories are not entered".into())),
+            Err(e) => inputs.skipped(skip(format!("cannot be read: {e}"))),
+            Ok(_) if hidden => inputs.skipped(skip("hidden".into())),
+            Ok(m) if m.is_dir() => {
+                inputs.skipped(skip("a directory: subdirectories are not entered".into()))
+            }
             Ok(m) => match not_a_file(&m) {
-                Some(what) => inputs
-                    .skipped
-                    .push(skip(format!("{what}, not a regular file"))),
+                Some(what) => inputs.skipped(skip(format!("{what}, not a regular file"))),
                 None => files.push(entry),
             },
         }
@@ -117,17 +170,15 @@ fn files(path: &Path, inputs: &mut Inputs) -> Vec<PathBuf> {
     files
 }
 
-fn read_file(path: &Path, inputs: &mut Inputs) {
+fn read_file(path: &Path, inputs: &mut dyn Sink) {
     let name = path.display().to_string();
-    let reject = |inputs: &mut Inputs, message_id: String, why: Rejection| {
-        inputs
-            .problems
-            .push(RecordOutcome::new(message_id, Outcome::Rejected(why)));
+    let reject = |inputs: &mut dyn Sink, message_id: String, why: Rejection| {
+        inputs.problem(RecordOutcome::new(message_id, Outcome::Rejected(why)));
     };
     let metadata = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            inputs.problems.push(RecordOutcome::new(
+            inputs.problem(RecordOutcome::new(
                 &name,
                 Outcome::Failed(format!("cannot read {name}: {e}")),
             ));
@@ -139,10 +190,8 @@ fn read_file(path: &Path, inputs: &mut Inputs) {
         return reject(inputs, name, Rejection::Unreadable(why));
     }
     let open = || File::open(path).map_err(|e| format!("cannot read {name}: {e}"));
-    let failed = |inputs: &mut Inputs, why: String| {
-        inputs
-            .problems
-            .push(RecordOutcome::new(&name, Outcome::Failed(why)));
+    let failed = |inputs: &mut dyn Sink, why: String| {
+        inputs.problem(RecordOutcome::new(&name, Outcome::Failed(why)));
     };
 
     match open().map(|file| read_sqs_event(file, &name, inputs)) {
@@ -186,7 +235,7 @@ fn read_file(path: &Path, inputs: &mut Inputs) {
         return reject(inputs, name, why);
     }
     match String::from_utf8(body) {
-        Ok(text) => inputs.records.push(Record {
+        Ok(text) => inputs.record(Record {
             message_id: name,
             body: Some(text),
             receive_count: None,
@@ -231,7 +280,7 @@ fn first_line_is_json(file: File) -> std::io::Result<FirstLine> {
 
 /// One record a non-blank line, named `{file}:{line}`; a line longer than a body may be is
 /// rejected without being kept.
-fn read_json_lines(file: File, name: &str, inputs: &mut Inputs) {
+fn read_json_lines(file: File, name: &str, inputs: &mut dyn Sink) {
     let mut reader = BufReader::new(file);
     let mut line = Vec::new();
     for number in 1.. {
@@ -242,7 +291,7 @@ fn read_json_lines(file: File, name: &str, inputs: &mut Inputs) {
         let id = format!("{name}:{number}");
         match read {
             Err(e) => {
-                inputs.problems.push(RecordOutcome::new(
+                inputs.problem(RecordOutcome::new(
                     id,
                     Outcome::Failed(format!("cannot read {name} at line {number}: {e}")),
                 ));
@@ -268,7 +317,7 @@ fn read_json_lines(file: File, name: &str, inputs: &mut Inputs) {
                     break;
                 }
             }
-            inputs.problems.push(RecordOutcome::new(
+            inputs.problem(RecordOutcome::new(
                 id,
                 Outcome::Rejected(Rejection::TooLarge(length as usize)),
             ));
@@ -281,12 +330,12 @@ fn read_json_lines(file: File, name: &str, inputs: &mut Inputs) {
             line.pop();
         }
         match String::from_utf8(std::mem::take(&mut line)) {
-            Ok(text) => inputs.records.push(Record {
+            Ok(text) => inputs.record(Record {
                 message_id: id,
                 body: Some(text),
                 receive_count: None,
             }),
-            Err(_) => inputs.problems.push(RecordOutcome::new(
+            Err(_) => inputs.problem(RecordOutcome::new(
                 id,
                 Outcome::Rejected(Rejection::NotJson(format!(
                     "line {number} of {name} is not UTF-8"
@@ -306,7 +355,7 @@ enum SqsEventFile {
 }
 
 /// Streams the file as an SQS event, one record at a time.
-fn read_sqs_event(file: File, name: &str, inputs: &mut Inputs) -> SqsEventFile {
+fn read_sqs_event(file: File, name: &str, inputs: &mut dyn Sink) -> SqsEventFile {
     let budget = Rc::new(Cell::new(0u64));
     let reader = Budgeted {
         inner: BufReader::new(file),
@@ -369,7 +418,7 @@ impl<R: Read> Read for Budgeted<R> {
 
 struct Stream<'a> {
     name: &'a str,
-    inputs: &'a mut Inputs,
+    inputs: &'a mut dyn Sink,
     budget: Rc<Cell<u64>>,
     /// Records taken so far.
     records: usize,
@@ -383,10 +432,7 @@ impl Stream<'_> {
         self.records += 1;
         let fallback = format!("{}#{position}", self.name);
         match serde_json::from_str::<SqsMessage>(raw.get()) {
-            Ok(message) => self
-                .inputs
-                .records
-                .push(Record::from_sqs(message, fallback)),
+            Ok(message) => self.inputs.record(Record::from_sqs(message, fallback)),
             Err(e) => {
                 // Name it by its message id when that much can be read (the fields raw, so
                 // that a bad value elsewhere, a lone surrogate say, does not hide it).
@@ -401,7 +447,7 @@ impl Stream<'_> {
                     id.as_deref().unwrap_or("absent"),
                     describe(&e)
                 );
-                self.inputs.problems.push(RecordOutcome::new(
+                self.inputs.problem(RecordOutcome::new(
                     id.unwrap_or(fallback),
                     Outcome::Rejected(Rejection::UnknownShape(why)),
                 ));

@@ -19,10 +19,15 @@
 //!   [`telemetry`]: logs.
 //!
 //! Operator tools (used by `mirrorctl`):
-//! - [`inputs`]: event files (SQS events, JSON lines, envelopes); [`publish`]: files to
-//!   queues; [`dlq`]: inspecting and replaying dead letters.
+//! - [`inputs`]: event files (SQS events, JSON lines, envelopes), read as a stream;
+//!   [`apply`]: streams them through the processor into a bounded summary; [`publish`]: files to
+//!   queues; [`dlq`]: inspecting and replaying dead letters; [`source`]: source snapshots
+//!   (for `backfill` and `check --source`); [`check`]: the mirror against its rules and
+//!   against a snapshot.
 
+pub mod apply;
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod credentials;
 pub mod dlq;
@@ -34,6 +39,7 @@ pub mod metrics;
 pub mod publish;
 pub mod queue;
 pub mod rejection;
+pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod timestamp;

@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use realtime_mirror::batch::RecordOutcome;
+use realtime_mirror::check::{self, SelfCheckOptions, SourceOptions};
 use realtime_mirror::config::{Config, DatabaseUrl};
 use realtime_mirror::dlq::{self, ReplayOptions};
 use realtime_mirror::event::Limits;
 use realtime_mirror::publish::{self, Destinations};
 use realtime_mirror::timestamp::Timestamp;
-use realtime_mirror::{inputs, BatchOutcome, Outcome, Processor, Route};
+use realtime_mirror::{apply, inputs, BatchOutcome, Processor, Route};
+
+mod progress;
 
 #[derive(Parser)]
 #[command(version, about = "Operate a realtime-mirror SQL mirror and its queues")]
@@ -36,17 +38,70 @@ enum Command {
         /// listed under "skipped"). Each record stands alone.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Also write every record's outcome to this file, one JSON line each (messageId,
+        /// outcome, kind and reason when refused, eventId, eventType, entityId); the summary
+        /// lists only the first few records of each reason.
+        #[arg(long, value_name = "FILE")]
+        details: Option<PathBuf>,
     },
     /// Print every mirrored row as JSON, in one form for both stores (for comparing them).
     Dump,
     /// Recompute the derived columns (last_message_*, recipient_id) of every conversation, or
-    /// of the --conversation ones, and print how many were wrong. Safe while live writers
-    /// run (it takes their locks, in their order); a second run changes nothing. Nothing is
-    /// announced to devices.
+    /// of the --conversation ones, or of those a `check --details` file names, and print how
+    /// many were wrong. Safe while live writers run (it takes their locks, in their order); a
+    /// second run changes nothing. Nothing is announced to devices.
     Repair {
         /// Only this conversation (repeatable).
         #[arg(long = "conversation", value_name = "ID")]
         conversations: Vec<String>,
+        /// Only the conversations this `check --details` file names as repairable
+        /// (lastMessageWrong, recipientWrong, danglingLastMessage).
+        #[arg(long, value_name = "FILE", conflicts_with = "conversations")]
+        from_details: Option<PathBuf>,
+    },
+    /// Prove the mirror right. Without --source: the mirror against its own rules
+    /// (derived columns, stub conversations older than --stub-age, last_message_id naming a
+    /// deleted or missing message, live messages of a deleted conversation, self-follows).
+    /// With --source: a snapshot of the source store (JSON lines, docs/snapshot.md) against
+    /// the mirror, family by family. Prints one JSON report; exits 3 when the mirror is
+    /// inconsistent (self-check), or when drift exceeds --max-drift, missing records exceed
+    /// --max-missing, or drift exceeds --gate (source check); 0 otherwise.
+    Check {
+        /// The source snapshot: one {"family": ..., "document": {...}} a line.
+        #[arg(long, value_name = "FILE")]
+        source: Option<PathBuf>,
+        /// Write every finding to this file, one JSON line each (`repair --from-details`
+        /// reads it).
+        #[arg(long, value_name = "FILE")]
+        details: Option<PathBuf>,
+        /// Alert (exit 3) when missing + extra + mismatched exceed this share of the records
+        /// checked: 0.5% or 0.005.
+        #[arg(long, default_value = "0.5%", value_parser = realtime_mirror::check::ratio)]
+        max_drift: f64,
+        /// Alert (exit 3) when more source records than this are missing from the mirror.
+        #[arg(long, default_value_t = 100)]
+        max_missing: u64,
+        /// The read-path cut-over gate: report whether drift is within it (exit 3 if not).
+        #[arg(long, value_parser = realtime_mirror::check::ratio)]
+        gate: Option<f64>,
+        /// Self-check: report stub conversations older than this (30d, 12h, 90m, 3600s).
+        #[arg(long, default_value = "1h")]
+        stub_age: String,
+    },
+    /// Apply a source snapshot (docs/snapshot.md) through the apply path as import events:
+    /// sync_source 'backfill', each version the document's own, so newer live events always
+    /// win and a second run changes nothing. Prints apply's summary; exit codes as for apply.
+    /// Progress goes to stderr (a bar on a terminal), with the line to resume from.
+    Backfill {
+        #[arg(long, value_name = "FILE")]
+        source: PathBuf,
+        /// Start at this line (1-based): after an interruption, the line the last progress
+        /// report named.
+        #[arg(long, value_name = "LINE", default_value_t = 1)]
+        resume_from: u64,
+        /// Also write every record's outcome to this file, one JSON line each.
+        #[arg(long, value_name = "FILE")]
+        details: Option<PathBuf>,
     },
     /// Forget the idempotency keys of events applied longer ago than --older-than (the
     /// table of applied keys grows with every event). Rows never change because of it: a
@@ -144,7 +199,9 @@ async fn run(cli: Cli) -> Result<u8, String> {
         | Command::Apply { .. }
         | Command::Dump
         | Command::Prune { .. }
-        | Command::Repair { .. } => database(cli.database_url, config, cli.command).await,
+        | Command::Repair { .. }
+        | Command::Check { .. }
+        | Command::Backfill { .. } => database(cli.database_url, config, cli.command).await,
         Command::Publish { queue_url, paths } => {
             let inputs = inputs::read_paths(&paths);
             let client = realtime_mirror::queue::client_from_env().await;
@@ -191,36 +248,25 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
         .await
         .map_err(|e| format!("cannot open the mirror at {target}: {e}"));
     match command {
-        Command::Apply { paths } => {
-            let inputs = inputs::read_paths(&paths);
-            let mut outcome = match opened {
-                Ok(processor) => processor.process(inputs.records, Route::AllFamilies).await,
-                // Still one summary line: every record failed, and why.
+        Command::Apply { paths, details } => {
+            let target = match &opened {
+                Ok(processor) => apply::Target::Mirror(processor),
                 Err(reason) => {
-                    eprintln!("mirrorctl: {reason}");
-                    BatchOutcome {
-                        conflict_retries: 0,
-                        records: inputs
-                            .records
-                            .into_iter()
-                            .map(|r| {
-                                RecordOutcome::new(r.message_id, Outcome::Failed(reason.clone()))
-                            })
-                            .collect(),
-                    }
+                    eprintln!("mirrorctl: {reason}; every record is counted as failed");
+                    apply::Target::Unreachable(reason.clone())
                 }
             };
-            outcome.extend(BatchOutcome {
-                records: inputs.problems,
-                ..BatchOutcome::default()
-            });
-            let mut summary = outcome.summary();
-            summary.skipped = inputs.skipped;
+            let mut file = details.as_deref().map(create_details).transpose()?;
+            let items = inputs::stream(paths, apply::READ_AHEAD);
+            let out = file.as_mut().map(|f| f as &mut (dyn Write + Send));
+            let mut summary =
+                apply::apply(target, items, Route::AllFamilies, out, &mut |_, _| {}).await?;
+            summary.details = details.map(|p| p.display().to_string());
             print_json(&summary);
             Ok(summary.exit_code() as u8)
         }
         Command::Prune { older_than } => {
-            let age = age(&older_than)?;
+            let age = age("--older-than", &older_than)?;
             let before = Timestamp::now()
                 .as_datetime()
                 .checked_sub_signed(age)
@@ -236,9 +282,15 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             );
             Ok(0)
         }
-        Command::Repair { conversations } => {
+        Command::Repair {
+            conversations,
+            from_details,
+        } => {
             let processor = opened?;
-            let only = (!conversations.is_empty()).then_some(conversations);
+            let only = match from_details {
+                Some(path) => Some(realtime_mirror::check::repairable_conversations(&path)?),
+                None => (!conversations.is_empty()).then_some(conversations),
+            };
             let repaired = processor
                 .store()
                 .repair(only, chunk_size)
@@ -246,6 +298,77 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
                 .map_err(|e| format!("repair stopped: {e}; what was repaired so far is committed, and running it again is safe"))?;
             print_json(&repaired);
             Ok(0)
+        }
+        Command::Check {
+            source,
+            details,
+            max_drift,
+            max_missing,
+            gate,
+            stub_age,
+        } => {
+            let processor = opened?;
+            let mut file = details.as_deref().map(create_details).transpose()?;
+            let out = file.as_mut().map(|f| f as &mut (dyn Write + Send));
+            let details = details.map(|p| p.display().to_string());
+            match source {
+                None => {
+                    let options = SelfCheckOptions {
+                        page: chunk_size,
+                        stub_age: age("--stub-age", &stub_age)?
+                            .to_std()
+                            .map_err(|_| "--stub-age must not be negative".to_string())?,
+                    };
+                    let mut report = check::self_check(processor.store(), &options, out)
+                        .await
+                        .map_err(|e| format!("check stopped: {e}"))?;
+                    report.details = details;
+                    print_json(&report);
+                    Ok(if report.inconsistent > 0 { 3 } else { 0 })
+                }
+                Some(path) => {
+                    let options = SourceOptions {
+                        max_drift,
+                        max_missing,
+                        gate,
+                        chunk: chunk_size,
+                        limits: Limits {
+                            now: Timestamp::now(),
+                            max_future_skew: processor.config().max_future_skew,
+                        },
+                    };
+                    let mut report = check::check_source(processor.store(), path, &options, out)
+                        .await
+                        .map_err(|e| format!("check stopped: {e}"))?;
+                    report.details = details;
+                    print_json(&report);
+                    Ok(report.exit_code())
+                }
+            }
+        }
+        Command::Backfill {
+            source,
+            resume_from,
+            details,
+        } => {
+            let processor = opened?;
+            let mut file = details.as_deref().map(create_details).transpose()?;
+            let out = file.as_mut().map(|f| f as &mut (dyn Write + Send));
+            let items =
+                realtime_mirror::source::backfill_items(source, resume_from, apply::READ_AHEAD);
+            let mut progress = progress::Progress::new("backfill");
+            let mut summary = apply::apply(
+                apply::Target::Mirror(&processor),
+                items,
+                Route::AllFamilies,
+                out,
+                &mut |summary, last| progress.update(summary, last),
+            )
+            .await?;
+            progress.finish(&summary);
+            summary.details = details.map(|p| p.display().to_string());
+            print_json(&summary);
+            Ok(summary.exit_code() as u8)
         }
         Command::Dump => {
             let snapshot = opened?
@@ -267,29 +390,31 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
     }
 }
 
-/// `30d`, `12h`, `90m`, `3600s` or a bare number of seconds.
-fn age(text: &str) -> Result<chrono::Duration, String> {
+fn create_details(path: &std::path::Path) -> Result<std::io::BufWriter<std::fs::File>, String> {
+    std::fs::File::create(path)
+        .map(std::io::BufWriter::new)
+        .map_err(|e| format!("cannot create the details file {}: {e}", path.display()))
+}
+
+/// `30d`, `12h`, `90m`, `3600s` or a bare number of seconds, for the option `option`.
+fn age(option: &str, text: &str) -> Result<chrono::Duration, String> {
     let (number, unit) = text.split_at(
         text.find(|c: char| !c.is_ascii_digit())
             .unwrap_or(text.len()),
     );
     let n: i64 = number.parse().map_err(|_| {
-        format!("--older-than {text:?}: expected an age such as 30d, 12h, 90m or 3600s")
+        format!("{option} {text:?}: expected an age such as 30d, 12h, 90m or 3600s")
     })?;
     let seconds = match unit {
         "" | "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => {
-            return Err(format!(
-                "--older-than {text:?}: the unit must be s, m, h or d"
-            ))
-        }
+        _ => return Err(format!("{option} {text:?}: the unit must be s, m, h or d")),
     };
     n.checked_mul(seconds)
         .and_then(chrono::Duration::try_seconds)
-        .ok_or_else(|| format!("--older-than {text:?} reaches before year 1"))
+        .ok_or_else(|| format!("{option} {text:?} reaches before year 1"))
 }
 
 async fn dead_letters(

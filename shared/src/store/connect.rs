@@ -38,6 +38,14 @@ impl Store {
             ));
         }
         let url = config.database_url.expose();
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        if !matches!(scheme, "sqlite" | "postgres" | "postgresql") {
+            // Never looked up as a host, and never printed whole: it may hold a password.
+            return Err(StoreError::Other(format!(
+                "DATABASE_URL: the scheme {scheme:?} is not supported; use postgres://… \
+                 (or postgresql://…) or sqlite://…"
+            )));
+        }
         if DatabaseUrl::is_sqlite(url) {
             let options = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Other(format!("DATABASE_URL is not a SQLite URL: {e}")))?;

@@ -16,6 +16,7 @@
 
 mod connect;
 mod error;
+mod integrity;
 mod plan;
 mod postgres;
 mod rows;
@@ -29,6 +30,7 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use connect::{PgSettings, PreparedStatements};
 pub use error::StoreError;
+pub use integrity::{Comparer, Comparison};
 pub use plan::plan;
 pub use snapshot::Snapshot;
 pub use transaction::Repaired;
@@ -140,15 +142,7 @@ impl Store {
             None => {
                 let mut after = String::new();
                 loop {
-                    let limit = i64::try_from(page).unwrap_or(i64::MAX);
-                    let ids = match self {
-                        Store::Postgres(pool, _) => {
-                            postgres::conversation_ids_after(pool, &after, limit).await?
-                        }
-                        Store::Sqlite(pool) => {
-                            sqlite::conversation_ids_after(pool, &after, limit).await?
-                        }
-                    };
+                    let ids = self.conversation_ids_after(&after, page).await?;
                     let Some(last) = ids.last() else { break };
                     after = last.clone();
                     add(self.transact(Work::Repair(&ids)).await?);

@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryAs};
-use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres};
 
 use super::rows::{entity_key, key_parts, ConversationRow, FollowEdgeRow, MessageRow};
 use super::snapshot::{Kind, Table};
 use super::StoreError;
+use crate::check::Inconsistency;
 use crate::event::{EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
 
@@ -350,6 +351,19 @@ async fn refresh(tx: &mut PgTx<'_>, ids: &[String], sql: &str) -> Result<u64, St
     Ok(done.rows_affected())
 }
 
+/// Every live message of the conversations `$1` with the `recipient_id` the rule gives it
+/// (`recipient_id`) and the one stored (`stored`): the one statement of the rule, used to
+/// repair and to check.
+macro_rules! recipients_computed {
+    () => {
+        "(SELECT x.conversation_id, x.message_id, x.recipient_id AS stored,
+                 CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
+                                  WHEN c.dm_pair_high THEN c.dm_pair_low END AS recipient_id
+          FROM dm_messages x JOIN dm_conversations c ON c.conversation_id = x.conversation_id
+          WHERE x.conversation_id = ANY($1) AND x.deleted_at IS NULL) r"
+    };
+}
+
 /// `recipient_id` of every live message of these conversations, after their participants
 /// may have changed; returns how many messages changed.
 pub(super) async fn refresh_recipients(
@@ -359,29 +373,23 @@ pub(super) async fn refresh_recipients(
     refresh(
         tx,
         ids,
-        "UPDATE dm_messages m
-         SET recipient_id = r.recipient_id
-         FROM (SELECT x.conversation_id, x.message_id,
-                      CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
-                                       WHEN c.dm_pair_high THEN c.dm_pair_low END AS recipient_id
-               FROM dm_messages x JOIN dm_conversations c ON c.conversation_id = x.conversation_id
-               WHERE x.conversation_id = ANY($1) AND x.deleted_at IS NULL) r
-         WHERE m.conversation_id = r.conversation_id AND m.message_id = r.message_id
-           AND m.recipient_id IS DISTINCT FROM r.recipient_id",
+        concat!(
+            "UPDATE dm_messages m SET recipient_id = r.recipient_id FROM ",
+            recipients_computed!(),
+            " WHERE m.conversation_id = r.conversation_id AND m.message_id = r.message_id
+                AND m.recipient_id IS DISTINCT FROM r.recipient_id"
+        ),
     )
     .await
 }
 
-/// `last_message_*`: the newest live message by (created_at, message_id); the document's own
-/// lastMessage* fields only while no message of the conversation is mirrored; NULL on a
-/// tombstone. Only rows whose values differ are written; returns how many.
-pub(super) async fn refresh_conversations(
-    tx: &mut PgTx<'_>,
-    ids: &[String],
-) -> Result<u64, StoreError> {
-    refresh(
-        tx,
-        ids,
+/// `last_message_*` of the conversations `$1` as the rule computes them, in `computed`
+/// (`id`, `id_`, `at_`, `preview_`, `author_`): the newest live message by (created_at,
+/// message_id); the document's own lastMessage* fields only while no message of the
+/// conversation is mirrored; NULL on a tombstone. The one statement of the rule, used to
+/// repair and to check.
+macro_rules! last_message_computed {
+    () => {
         "WITH target AS (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)),
          newest AS (
              SELECT t.id,
@@ -409,17 +417,118 @@ pub(super) async fn refresh_conversations(
                          WHEN n.mirrored THEN n.author_id
                          ELSE c.doc_last_message_author_id END AS author_
              FROM dm_conversations c JOIN newest n ON n.id = c.conversation_id
-         )
-         UPDATE dm_conversations c SET
-             last_message_id = v.id_, last_message_at = v.at_,
-             last_message_preview = v.preview_, last_message_author_id = v.author_
-         FROM computed v
-         WHERE c.conversation_id = v.id
-           AND (c.last_message_id, c.last_message_at, c.last_message_preview,
-                c.last_message_author_id)
-               IS DISTINCT FROM (v.id_, v.at_, v.preview_, v.author_)",
+         ) "
+    };
+}
+
+/// Only rows whose `last_message_*` differ from [`last_message_computed`] are written;
+/// returns how many.
+pub(super) async fn refresh_conversations(
+    tx: &mut PgTx<'_>,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    refresh(
+        tx,
+        ids,
+        concat!(
+            last_message_computed!(),
+            "UPDATE dm_conversations c SET
+                 last_message_id = v.id_, last_message_at = v.at_,
+                 last_message_preview = v.preview_, last_message_author_id = v.author_
+             FROM computed v
+             WHERE c.conversation_id = v.id
+               AND (c.last_message_id, c.last_message_at, c.last_message_preview,
+                    c.last_message_author_id)
+                   IS DISTINCT FROM (v.id_, v.at_, v.preview_, v.author_)"
+        ),
     )
     .await
+}
+
+/// What the self-check finds among the conversations `ids` (and their messages), as
+/// (kind, conversation id, message id or ""), in key order within each kind.
+pub(super) async fn self_check(
+    pool: &PgPool,
+    ids: &[String],
+    stub_before: Timestamp,
+) -> Result<Vec<(Inconsistency, String, String)>, StoreError> {
+    let queries: [(Inconsistency, &str); 5] = [
+        (
+            Inconsistency::LastMessageWrong,
+            concat!(
+                last_message_computed!(),
+                "SELECT c.conversation_id, '' FROM dm_conversations c JOIN computed v
+                   ON c.conversation_id = v.id
+                 WHERE (c.last_message_id, c.last_message_at, c.last_message_preview,
+                        c.last_message_author_id)
+                       IS DISTINCT FROM (v.id_, v.at_, v.preview_, v.author_)
+                 ORDER BY 1"
+            ),
+        ),
+        (
+            Inconsistency::RecipientWrong,
+            concat!(
+                "SELECT r.conversation_id, r.message_id FROM ",
+                recipients_computed!(),
+                " WHERE r.stored IS DISTINCT FROM r.recipient_id ORDER BY 1, 2"
+            ),
+        ),
+        (
+            Inconsistency::OldStub,
+            "SELECT conversation_id, '' FROM dm_conversations
+             WHERE conversation_id = ANY($1) AND sync_source = 'derived' AND mirrored_at < $2
+             ORDER BY 1",
+        ),
+        (
+            Inconsistency::DanglingLastMessage,
+            "SELECT c.conversation_id, c.last_message_id FROM dm_conversations c
+             WHERE c.conversation_id = ANY($1) AND c.last_message_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = c.conversation_id)
+               AND NOT EXISTS (SELECT 1 FROM dm_messages m
+                               WHERE m.conversation_id = c.conversation_id
+                                 AND m.message_id = c.last_message_id AND m.deleted_at IS NULL)
+             ORDER BY 1",
+        ),
+        (
+            Inconsistency::LiveMessageOfDeletedConversation,
+            "SELECT m.conversation_id, m.message_id FROM dm_messages m
+             JOIN dm_conversations c ON c.conversation_id = m.conversation_id
+             WHERE c.conversation_id = ANY($1) AND c.deleted_at IS NOT NULL
+               AND m.deleted_at IS NULL
+             ORDER BY 1, 2",
+        ),
+    ];
+    let mut found = Vec::new();
+    for (kind, sql) in queries {
+        let mut query = sqlx::query_as::<_, (String, String)>(sql)
+            .persistent(false)
+            .bind(ids);
+        if kind == Inconsistency::OldStub {
+            query = query.bind(stub_before.as_datetime());
+        }
+        for (a, b) in query.fetch_all(pool).await? {
+            found.push((kind, a, b));
+        }
+    }
+    Ok(found)
+}
+
+/// Up to `limit` live follow edges from a user to the same user, after `after` in key order.
+pub(super) async fn self_follows_after(
+    pool: &PgPool,
+    after: &(String, String),
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, target_id FROM follow_edges
+         WHERE user_id = target_id AND deleted_at IS NULL AND (user_id, target_id) > ($1, $2)
+         ORDER BY user_id, target_id LIMIT $3",
+    )
+    .bind(&after.0)
+    .bind(&after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// Locks the existing conversation rows `ids` (sorted, distinct) in key order, as every
@@ -492,7 +601,8 @@ pub(super) async fn current_ranks(
         .collect()
 }
 
-pub(super) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, StoreError> {
+/// A row of `table` as one JSON object, in the text forms both stores share.
+fn row_json(table: &Table) -> String {
     let fields: Vec<String> = table
         .columns
         .iter()
@@ -507,19 +617,126 @@ pub(super) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, Sto
             format!("'{name}', {value}")
         })
         .collect();
-    let sql = format!(
-        "SELECT json_build_object({})::text FROM {} ORDER BY {}",
-        fields.join(", "),
-        table.name,
-        table.key.join(", ")
-    );
-    // Run rarely and built at run time: never worth a named statement.
-    let rows = sqlx::query(&sql).persistent(false).fetch_all(pool).await?;
-    rows.iter()
-        .map(|row| {
-            let text: String = row.try_get(0)?;
+    format!("json_build_object({})", fields.join(", "))
+}
+
+fn parse_rows(rows: Vec<(String,)>) -> Result<Vec<Value>, StoreError> {
+    rows.into_iter()
+        .map(|(text,)| {
             serde_json::from_str(&text)
                 .map_err(|e| StoreError::Other(format!("row is not JSON: {e}")))
         })
         .collect()
+}
+
+pub(super) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, StoreError> {
+    let sql = format!(
+        "SELECT {}::text FROM {} ORDER BY {}",
+        row_json(table),
+        table.name,
+        table.key.join(", ")
+    );
+    // Run rarely and built at run time: never worth a named statement.
+    parse_rows(
+        sqlx::query_as(&sql)
+            .persistent(false)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// The key columns of `table` as `(a, b)`, `b` empty for a one-column key.
+fn key_pair(table: &Table) -> (String, String) {
+    let a = format!("t.{}", table.key[0]);
+    let b = table
+        .key
+        .get(1)
+        .map_or("''".to_string(), |k| format!("t.{k}"));
+    (a, b)
+}
+
+/// The rows of `table` with these keys (each `(a, b)` as [`key_parts`] makes them), with
+/// their `content_hash`.
+pub(super) async fn rows_for_keys(
+    c: &mut PgConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<Vec<Value>, StoreError> {
+    let (a, b) = key_pair(table);
+    let sql = format!(
+        "SELECT ({}::jsonb || jsonb_build_object('content_hash', t.content_hash))::text
+         FROM {} t JOIN UNNEST($1::text[], $2::text[]) AS u(a, b) ON {a} = u.a AND {b} = u.b",
+        row_json(table),
+        table.name,
+    );
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+    let rows = sqlx::query_as(&sql)
+        .persistent(false)
+        .bind(first)
+        .bind(second)
+        .fetch_all(c)
+        .await?;
+    parse_rows(rows)
+}
+
+/// The keys a `check --source` has seen, on its own connection: `TEMP`, so it vanishes with
+/// the session and is never seen by another.
+pub(super) async fn seen_reset(c: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE IF NOT EXISTS mirror_check_seen (
+             family text NOT NULL, a text COLLATE \"C\" NOT NULL, b text COLLATE \"C\" NOT NULL,
+             PRIMARY KEY (family, a, b));
+         TRUNCATE mirror_check_seen",
+    )
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn seen_add(
+    c: &mut PgConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<(), StoreError> {
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+    sqlx::query(
+        "INSERT INTO mirror_check_seen (family, a, b)
+         SELECT $1, u.a, u.b FROM UNNEST($2::text[], $3::text[]) AS u(a, b)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(table.name)
+    .bind(first)
+    .bind(second)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` keys of live rows of `table` (conversation stubs aside) that were not seen,
+/// after `after`, in key order.
+pub(super) async fn unseen_live_after(
+    c: &mut PgConnection,
+    table: &Table,
+    after: &(String, String),
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let (a, b) = key_pair(table);
+    let sql = format!(
+        "SELECT {a}, {b} FROM {} t
+         WHERE t.deleted_at IS NULL AND t.updated_at IS NOT NULL AND ({a}, {b}) > ($1, $2)
+           AND NOT EXISTS (SELECT 1 FROM mirror_check_seen s
+                           WHERE s.family = $3 AND s.a = {a} AND s.b = {b})
+         ORDER BY 1, 2 LIMIT $4",
+        table.name
+    );
+    Ok(sqlx::query_as(&sql)
+        .persistent(false)
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(table.name)
+        .bind(limit)
+        .fetch_all(c)
+        .await?)
 }

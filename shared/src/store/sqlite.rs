@@ -6,12 +6,12 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::rows::{entity_key, key_parts, ConversationRow, FollowEdgeRow, MessageRow};
 use super::snapshot::{Kind, Table};
 use super::StoreError;
+use crate::check::Inconsistency;
 use crate::event::{EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
 
@@ -227,6 +227,19 @@ pub(super) async fn upsert_follow_edges(
         .collect())
 }
 
+/// As PostgreSQL's [`recipients_computed`](super::postgres): every live message of the
+/// conversations `?1` (a JSON array), the recipient the rule gives it and the one stored.
+macro_rules! recipients_computed {
+    () => {
+        "(SELECT x.conversation_id, x.message_id, x.recipient_id AS stored,
+                 CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
+                                  WHEN c.dm_pair_high THEN c.dm_pair_low END AS recipient_id
+          FROM dm_messages x JOIN dm_conversations c ON c.conversation_id = x.conversation_id
+          WHERE x.deleted_at IS NULL
+            AND x.conversation_id IN (SELECT value FROM json_each(?1))) AS r"
+    };
+}
+
 /// As PostgreSQL's: only what differs is written; returns how many messages changed.
 pub(super) async fn refresh_recipients(
     c: &mut SqliteConnection,
@@ -235,18 +248,13 @@ pub(super) async fn refresh_recipients(
     if ids.is_empty() {
         return Ok(0);
     }
-    let changed = sqlx::query(
-        "UPDATE dm_messages SET recipient_id = r.recipient_id
-         FROM (SELECT x.conversation_id, x.message_id,
-                      CASE x.author_id WHEN c.dm_pair_low THEN c.dm_pair_high
-                                       WHEN c.dm_pair_high THEN c.dm_pair_low END AS recipient_id
-               FROM dm_messages x JOIN dm_conversations c ON c.conversation_id = x.conversation_id
-               WHERE x.deleted_at IS NULL
-                 AND x.conversation_id IN (SELECT value FROM json_each(?1))) AS r
-         WHERE dm_messages.conversation_id = r.conversation_id
-           AND dm_messages.message_id = r.message_id
-           AND dm_messages.recipient_id IS NOT r.recipient_id",
-    )
+    let changed = sqlx::query(concat!(
+        "UPDATE dm_messages SET recipient_id = r.recipient_id FROM ",
+        recipients_computed!(),
+        " WHERE dm_messages.conversation_id = r.conversation_id
+            AND dm_messages.message_id = r.message_id
+            AND dm_messages.recipient_id IS NOT r.recipient_id"
+    ))
     .bind(json(&ids))
     .execute(c)
     .await?
@@ -254,15 +262,10 @@ pub(super) async fn refresh_recipients(
     Ok(changed)
 }
 
-/// As PostgreSQL's: only rows whose values differ are written; returns how many.
-pub(super) async fn refresh_conversations(
-    c: &mut SqliteConnection,
-    ids: &[String],
-) -> Result<u64, StoreError> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let changed = sqlx::query(
+/// As PostgreSQL's [`last_message_computed`](super::postgres), over the conversations `?1`
+/// (a JSON array).
+macro_rules! last_message_computed {
+    () => {
         "WITH newest AS (
              SELECT t.value AS id,
                     EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = t.value) AS mirrored,
@@ -285,20 +288,119 @@ pub(super) async fn refresh_conversations(
                          WHEN n.mirrored THEN n.m ->> 3
                          ELSE c.doc_last_message_author_id END AS author_
              FROM dm_conversations c JOIN newest n ON n.id = c.conversation_id
-         )
-         UPDATE dm_conversations SET
+         ) "
+    };
+}
+
+/// As PostgreSQL's: only rows whose values differ are written; returns how many.
+pub(super) async fn refresh_conversations(
+    c: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<u64, StoreError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let changed = sqlx::query(concat!(
+        last_message_computed!(),
+        "UPDATE dm_conversations SET
              last_message_id = v.id_, last_message_at = v.at_,
              last_message_preview = v.preview_, last_message_author_id = v.author_
          FROM computed v
          WHERE dm_conversations.conversation_id = v.id
            AND (last_message_id, last_message_at, last_message_preview, last_message_author_id)
-               IS NOT (v.id_, v.at_, v.preview_, v.author_)",
-    )
+               IS NOT (v.id_, v.at_, v.preview_, v.author_)"
+    ))
     .bind(json(&ids))
     .execute(c)
     .await?
     .rows_affected();
     Ok(changed)
+}
+
+/// As PostgreSQL's.
+pub(super) async fn self_check(
+    pool: &SqlitePool,
+    ids: &[String],
+    stub_before: Timestamp,
+) -> Result<Vec<(Inconsistency, String, String)>, StoreError> {
+    let queries: [(Inconsistency, &str); 5] = [
+        (
+            Inconsistency::LastMessageWrong,
+            concat!(
+                last_message_computed!(),
+                "SELECT c.conversation_id, '' FROM dm_conversations c JOIN computed v
+                   ON c.conversation_id = v.id
+                 WHERE (c.last_message_id, c.last_message_at, c.last_message_preview,
+                        c.last_message_author_id)
+                       IS NOT (v.id_, v.at_, v.preview_, v.author_)
+                 ORDER BY 1"
+            ),
+        ),
+        (
+            Inconsistency::RecipientWrong,
+            concat!(
+                "SELECT r.conversation_id, r.message_id FROM ",
+                recipients_computed!(),
+                " WHERE r.stored IS NOT r.recipient_id ORDER BY 1, 2"
+            ),
+        ),
+        (
+            Inconsistency::OldStub,
+            "SELECT conversation_id, '' FROM dm_conversations
+             WHERE conversation_id IN (SELECT value FROM json_each(?1))
+               AND sync_source = 'derived' AND mirrored_at < ?2
+             ORDER BY 1",
+        ),
+        (
+            Inconsistency::DanglingLastMessage,
+            "SELECT c.conversation_id, c.last_message_id FROM dm_conversations c
+             WHERE c.conversation_id IN (SELECT value FROM json_each(?1))
+               AND c.last_message_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = c.conversation_id)
+               AND NOT EXISTS (SELECT 1 FROM dm_messages m
+                               WHERE m.conversation_id = c.conversation_id
+                                 AND m.message_id = c.last_message_id AND m.deleted_at IS NULL)
+             ORDER BY 1",
+        ),
+        (
+            Inconsistency::LiveMessageOfDeletedConversation,
+            "SELECT m.conversation_id, m.message_id FROM dm_messages m
+             JOIN dm_conversations c ON c.conversation_id = m.conversation_id
+             WHERE c.conversation_id IN (SELECT value FROM json_each(?1))
+               AND c.deleted_at IS NOT NULL AND m.deleted_at IS NULL
+             ORDER BY 1, 2",
+        ),
+    ];
+    let ids = json(&ids);
+    let mut found = Vec::new();
+    for (kind, sql) in queries {
+        let mut query = sqlx::query_as::<_, (String, String)>(sql).bind(&ids);
+        if kind == Inconsistency::OldStub {
+            query = query.bind(stub_before.to_string());
+        }
+        for (a, b) in query.fetch_all(pool).await? {
+            found.push((kind, a, b));
+        }
+    }
+    Ok(found)
+}
+
+/// As PostgreSQL's.
+pub(super) async fn self_follows_after(
+    pool: &SqlitePool,
+    after: &(String, String),
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, target_id FROM follow_edges
+         WHERE user_id = target_id AND deleted_at IS NULL AND (user_id, target_id) > (?1, ?2)
+         ORDER BY user_id, target_id LIMIT ?3",
+    )
+    .bind(&after.0)
+    .bind(&after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
 }
 
 /// SQLite has one writer at a time: nothing to lock. Returns how many of `ids` exist.
@@ -373,7 +475,8 @@ pub(super) async fn current_ranks(
         .collect()
 }
 
-pub(super) async fn dump(pool: &SqlitePool, table: &Table) -> Result<Vec<Value>, StoreError> {
+/// A row of `table` as one JSON object, in the text forms both stores share.
+fn row_json(table: &Table) -> String {
     let fields: Vec<String> = table
         .columns
         .iter()
@@ -385,18 +488,105 @@ pub(super) async fn dump(pool: &SqlitePool, table: &Table) -> Result<Vec<Value>,
             format!("'{name}', {value}")
         })
         .collect();
-    let sql = format!(
-        "SELECT json_object({}) FROM {} ORDER BY {}",
-        fields.join(", "),
-        table.name,
-        table.key.join(", ")
-    );
-    let rows: Vec<SqliteRow> = sqlx::query(&sql).fetch_all(pool).await?;
-    rows.iter()
-        .map(|row| {
-            let text: String = row.try_get(0)?;
+    format!("json_object({})", fields.join(", "))
+}
+
+fn parse_rows(rows: Vec<(String,)>) -> Result<Vec<Value>, StoreError> {
+    rows.into_iter()
+        .map(|(text,)| {
             serde_json::from_str(&text)
                 .map_err(|e| StoreError::Other(format!("row is not JSON: {e}")))
         })
         .collect()
+}
+
+pub(super) async fn dump(pool: &SqlitePool, table: &Table) -> Result<Vec<Value>, StoreError> {
+    let sql = format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        row_json(table),
+        table.name,
+        table.key.join(", ")
+    );
+    parse_rows(sqlx::query_as(&sql).fetch_all(pool).await?)
+}
+
+/// The key columns of `table` as `(a, b)`, `b` empty for a one-column key.
+fn key_pair(table: &Table) -> (String, String) {
+    let a = format!("t.{}", table.key[0]);
+    let b = table
+        .key
+        .get(1)
+        .map_or("''".to_string(), |k| format!("t.{k}"));
+    (a, b)
+}
+
+/// As PostgreSQL's.
+pub(super) async fn rows_for_keys(
+    c: &mut SqliteConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<Vec<Value>, StoreError> {
+    let (a, b) = key_pair(table);
+    let sql = format!(
+        "SELECT json_set({}, '$.content_hash', t.content_hash)
+         FROM {} t JOIN json_each(?1) AS u ON {a} = u.value ->> 0 AND {b} = u.value ->> 1",
+        row_json(table),
+        table.name,
+    );
+    parse_rows(sqlx::query_as(&sql).bind(json(&keys)).fetch_all(c).await?)
+}
+
+/// As PostgreSQL's.
+pub(super) async fn seen_reset(c: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE IF NOT EXISTS mirror_check_seen (
+             family TEXT NOT NULL, a TEXT NOT NULL, b TEXT NOT NULL, PRIMARY KEY (family, a, b));
+         DELETE FROM mirror_check_seen",
+    )
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// As PostgreSQL's.
+pub(super) async fn seen_add(
+    c: &mut SqliteConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO mirror_check_seen (family, a, b)
+         SELECT ?1, value ->> 0, value ->> 1 FROM json_each(?2) WHERE true
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(table.name)
+    .bind(json(&keys))
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// As PostgreSQL's.
+pub(super) async fn unseen_live_after(
+    c: &mut SqliteConnection,
+    table: &Table,
+    after: &(String, String),
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let (a, b) = key_pair(table);
+    let sql = format!(
+        "SELECT {a}, {b} FROM {} t
+         WHERE t.deleted_at IS NULL AND t.updated_at IS NOT NULL AND ({a}, {b}) > (?1, ?2)
+           AND NOT EXISTS (SELECT 1 FROM mirror_check_seen s
+                           WHERE s.family = ?3 AND s.a = {a} AND s.b = {b})
+         ORDER BY 1, 2 LIMIT ?4",
+        table.name
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(table.name)
+        .bind(limit)
+        .fetch_all(c)
+        .await?)
 }

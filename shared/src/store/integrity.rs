@@ -1,0 +1,196 @@
+//! What `mirrorctl check` and `repair` need of the store: the self-check's queries, page by
+//! page in key order, and a connection of its own for comparing a source snapshot, holding
+//! the keys it has seen in a temporary table (so memory stays bounded on this side).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Sqlite};
+
+use super::rows::{compared_columns, expected_row, key_parts};
+use super::snapshot::{Table, TABLES};
+use super::{postgres, sqlite, Store, StoreError};
+use crate::check::Inconsistency;
+use crate::event::{Event, Family, Rank};
+use crate::timestamp::Timestamp;
+
+/// How one source document compares with its row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Comparison {
+    /// The row holds the document's version and content.
+    Matched,
+    /// No row (or only a stub conversation).
+    Missing,
+    /// The row holds a greater version: the mirror is ahead of the snapshot, not drift.
+    MirrorNewer,
+    /// The row holds an older or different version; the compared columns that differ.
+    Mismatched(Vec<&'static str>),
+}
+
+fn table(family: Family) -> &'static Table {
+    let name = match family {
+        Family::DmConversation => "dm_conversations",
+        Family::DmMessage => "dm_messages",
+        Family::FollowEdge => "follow_edges",
+    };
+    TABLES
+        .iter()
+        .find(|t| t.name == name)
+        .expect("every family has a table")
+}
+
+impl Store {
+    /// Up to `limit` conversation ids after `after`, in key order.
+    pub async fn conversation_ids_after(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self {
+            Store::Postgres(pool, _) => postgres::conversation_ids_after(pool, after, limit).await,
+            Store::Sqlite(pool) => sqlite::conversation_ids_after(pool, after, limit).await,
+        }
+    }
+
+    /// The self-check's findings among the conversations `ids` and their messages: (kind,
+    /// conversation id, message id or "").
+    pub async fn self_check(
+        &self,
+        ids: &[String],
+        stub_before: Timestamp,
+    ) -> Result<Vec<(Inconsistency, String, String)>, StoreError> {
+        match self {
+            Store::Postgres(pool, _) => postgres::self_check(pool, ids, stub_before).await,
+            Store::Sqlite(pool) => sqlite::self_check(pool, ids, stub_before).await,
+        }
+    }
+
+    /// Up to `limit` live self-follow edges after `after`, in key order.
+    pub async fn self_follows_after(
+        &self,
+        after: &(String, String),
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        match self {
+            Store::Postgres(pool, _) => postgres::self_follows_after(pool, after, limit).await,
+            Store::Sqlite(pool) => sqlite::self_follows_after(pool, after, limit).await,
+        }
+    }
+
+    /// A connection of its own for comparing a snapshot with the mirror.
+    pub async fn comparer(&self) -> Result<Comparer, StoreError> {
+        let mut connection = match self {
+            Store::Postgres(pool, _) => Connection::Postgres(pool.acquire().await?),
+            Store::Sqlite(pool) => Connection::Sqlite(pool.acquire().await?),
+        };
+        match &mut connection {
+            Connection::Postgres(c) => postgres::seen_reset(c).await?,
+            Connection::Sqlite(c) => sqlite::seen_reset(c).await?,
+        }
+        Ok(Comparer { connection })
+    }
+}
+
+enum Connection {
+    Postgres(PoolConnection<Postgres>),
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+/// Compares source documents with their rows, chunk by chunk, remembering (in the database)
+/// which keys it saw, so that live rows the source does not hold can be listed at the end.
+pub struct Comparer {
+    connection: Connection,
+}
+
+impl Comparer {
+    /// How each of `events` (all of `family`) compares with its row.
+    pub async fn compare(
+        &mut self,
+        family: Family,
+        events: &[Event],
+    ) -> Result<Vec<Comparison>, StoreError> {
+        let table = table(family);
+        let keys: Vec<(String, String)> = events.iter().map(|e| key_parts(&e.key)).collect();
+        let rows = match &mut self.connection {
+            Connection::Postgres(c) => {
+                postgres::seen_add(c, table, &keys).await?;
+                postgres::rows_for_keys(c, table, &keys).await?
+            }
+            Connection::Sqlite(c) => {
+                sqlite::seen_add(c, table, &keys).await?;
+                sqlite::rows_for_keys(c, table, &keys).await?
+            }
+        };
+        let text = |row: &Value, column: &str| row[column].as_str().unwrap_or("").to_string();
+        let by_key: HashMap<(String, String), Value> = rows
+            .into_iter()
+            .map(|row| {
+                let a = text(&row, table.key[0]);
+                let b = table.key.get(1).map_or(String::new(), |k| text(&row, k));
+                ((a, b), row)
+            })
+            .collect();
+        events
+            .iter()
+            .zip(&keys)
+            .map(|(event, key)| match by_key.get(key) {
+                None => Ok(Comparison::Missing),
+                Some(row) => compare(event, row),
+            })
+            .collect()
+    }
+
+    /// Up to `limit` keys of live rows of `family` that no compared document had, after
+    /// `after`, in key order.
+    pub async fn unseen_live_after(
+        &mut self,
+        family: Family,
+        after: &(String, String),
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let table = table(family);
+        match &mut self.connection {
+            Connection::Postgres(c) => postgres::unseen_live_after(c, table, after, limit).await,
+            Connection::Sqlite(c) => sqlite::unseen_live_after(c, table, after, limit).await,
+        }
+    }
+}
+
+fn compare(event: &Event, row: &Value) -> Result<Comparison, StoreError> {
+    let Some(updated_at) = row["updated_at"].as_str() else {
+        // A stub conversation: its own document never arrived.
+        return Ok(Comparison::Missing);
+    };
+    let stored = Rank {
+        version: Timestamp::parse_rfc3339(updated_at)
+            .map_err(|e| StoreError::Other(format!("stored version {e}")))?,
+        is_delete: !row["deleted_at"].is_null(),
+        content_hash: row["content_hash"].as_str().unwrap_or("").to_string(),
+    };
+    let source = event.rank();
+    // Newer only by version (or a delete over an upsert at one version): two contents at one
+    // version are drift whichever hash is greater.
+    let newer = (stored.version, stored.is_delete) > (source.version, source.is_delete);
+    Ok(if stored == source {
+        Comparison::Matched
+    } else if newer {
+        Comparison::MirrorNewer
+    } else {
+        let expected = expected_row(event);
+        let mut fields: Vec<&'static str> = compared_columns(event.family())
+            .iter()
+            .copied()
+            .filter(|column| expected[*column] != row[*column])
+            .collect();
+        if fields.is_empty() {
+            // Equal in every compared column: the difference is in what the document carries
+            // besides them (a conversation's own lastMessage* fields).
+            fields.push("content_hash");
+        }
+        Comparison::Mismatched(fields)
+    })
+}
