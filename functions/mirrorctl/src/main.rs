@@ -3,6 +3,7 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use realtime_mirror::check::{self, SelfCheckOptions, SourceOptions};
@@ -102,6 +103,10 @@ enum Command {
         /// Also write every record's outcome to this file, one JSON line each.
         #[arg(long, value_name = "FILE")]
         details: Option<PathBuf>,
+        /// Off a terminal, a progress line at most this often, in seconds (0: after every
+        /// window of records).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+        progress_every: u64,
     },
     /// Forget the idempotency keys of events applied longer ago than --older-than (the
     /// table of applied keys grows with every event). Rows never change because of it: a
@@ -350,13 +355,15 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             source,
             resume_from,
             details,
+            progress_every,
         } => {
             let processor = opened?;
             let mut file = details.as_deref().map(create_details).transpose()?;
             let out = file.as_mut().map(|f| f as &mut (dyn Write + Send));
             let items =
                 realtime_mirror::source::backfill_items(source, resume_from, apply::READ_AHEAD);
-            let mut progress = progress::Progress::new("backfill");
+            let mut progress =
+                progress::Progress::new("backfill", Duration::from_secs(progress_every));
             let mut summary = apply::apply(
                 apply::Target::Mirror(&processor),
                 items,

@@ -9,10 +9,9 @@ use realtime_mirror::apply::Position;
 use realtime_mirror::source::line_of;
 use realtime_mirror::Summary;
 
-const PLAIN_EVERY: Duration = Duration::from_secs(5);
-
 pub struct Progress {
     what: &'static str,
+    every: Duration,
     bar: Option<ProgressBar>,
     started: Instant,
     printed: Instant,
@@ -24,7 +23,7 @@ fn settled(s: &Summary) -> usize {
 }
 
 impl Progress {
-    pub fn new(what: &'static str) -> Self {
+    pub fn new(what: &'static str, every: Duration) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
@@ -38,6 +37,7 @@ impl Progress {
         });
         Progress {
             what,
+            every,
             bar,
             started: Instant::now(),
             printed: Instant::now(),
@@ -64,7 +64,7 @@ impl Progress {
                 bar.set_position(settled(summary) as u64);
                 bar.set_message(counts);
             }
-            None if self.printed.elapsed() >= PLAIN_EVERY => {
+            None if self.printed.elapsed() >= self.every => {
                 self.printed = Instant::now();
                 eprintln!(
                     "{}: {} records settled ({counts})",
