@@ -13,7 +13,7 @@
 //!   queue keeps.
 //!
 //! Adapters:
-//! - [`lambda`]: the SQS-triggered function; [`worker`]: the same processor long-polling SQS;
+//! - [`lambda`]: the SQS-triggered function; [`scheduled`]: the scheduled self-check; [`worker`]: the same processor long-polling SQS;
 //!   [`queue`]: SQS clients and dead-lettering; [`metrics`]: EMF documents and latencies;
 //!   [`credentials`]: Secrets Manager and TLS; [`config`]: the environment;
 //!   [`telemetry`]: logs.
@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod publish;
 pub mod queue;
 pub mod rejection;
+pub mod scheduled;
 pub mod source;
 pub mod store;
 pub mod telemetry;

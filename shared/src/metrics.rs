@@ -157,6 +157,40 @@ impl InvocationMetrics {
     }
 }
 
+/// The scheduled self-check's EMF document: one count per kind of inconsistency, their sum
+/// (`inconsistent`, alarmed on), the repairable part and the conversations looked at.
+pub fn check_document(
+    report: &crate::check::SelfCheckReport,
+    namespace: &str,
+    timestamp_millis: i64,
+) -> Value {
+    let mut metrics: Vec<(&str, u64)> = report
+        .found
+        .iter()
+        .map(|(kind, found)| (*kind, found.count))
+        .collect();
+    metrics.push(("inconsistent", report.inconsistent));
+    metrics.push(("repairable", report.repairable));
+    metrics.push(("conversations_checked", report.conversations));
+    let mut document = Map::new();
+    document.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": timestamp_millis,
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [["Function"]],
+                "Metrics": metrics.iter().map(|(name, _)| json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    document.insert("Function".into(), json!(crate::scheduled::FUNCTION));
+    for (name, value) in metrics {
+        document.insert(name.into(), json!(value));
+    }
+    Value::Object(document)
+}
+
 /// Enqueue → commit latencies, in milliseconds.
 #[derive(Clone, Debug, Default)]
 pub struct Latencies {

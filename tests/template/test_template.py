@@ -97,7 +97,7 @@ class Template(unittest.TestCase):
         generated = transformed()
         resources = generated["Resources"]
         roles = {name for name, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-        self.assertEqual(roles, {f"{family}FunctionRole" for family in FAMILIES})
+        self.assertEqual(roles, {f"{family}FunctionRole" for family in FAMILIES} | {"MirrorCheckFunctionRole"})
         for family in FAMILIES:
             function = resources[f"{family}Function"]["Properties"]
             self.assertEqual(function["Role"], {"Fn::GetAtt": [f"{family}FunctionRole", "Arn"]})
@@ -131,6 +131,39 @@ class Template(unittest.TestCase):
             self.assertEqual(mapping["Type"], "AWS::Lambda::EventSourceMapping")
             self.assertEqual(mapping["Properties"]["EventSourceArn"], {"Fn::GetAtt": [f"{family}Queue", "Arn"]})
             self.assertEqual(mapping["Properties"]["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+
+    def test_the_scheduled_self_check_runs_daily_by_default_reads_only_the_secret_and_alarms_on_any_inconsistency(self):
+        """Checked on SAM's output too: the schedule becomes an EventBridge rule, disabled by
+        CheckSchedule=off."""
+        self.assertEqual(self.t["Parameters"]["CheckSchedule"]["Default"], "rate(1 day)")
+        pattern = re.compile(self.t["Parameters"]["CheckSchedule"]["AllowedPattern"])
+        for good in ("off", "rate(6 hours)", "cron(0 3 * * ? *)"):
+            self.assertTrue(pattern.match(good), good)
+        self.assertFalse(pattern.match("daily"))
+        fn = self.r["MirrorCheckFunction"]
+        self.assertEqual(fn["Metadata"]["BuildProperties"]["Binary"], "mirror-check")
+        self.assertEqual(fn["Properties"]["Environment"]["Variables"]["MIRROR_CHECK_STUB_AGE"], {"Ref": "CheckStubAge"})
+        generated = transformed()["Resources"]
+        rules = [r for r in generated.values() if r["Type"] == "AWS::Events::Rule"]
+        self.assertEqual(len(rules), 1)
+        props = rules[0]["Properties"]
+        self.assertEqual(props["ScheduleExpression"], {"Fn::If": ["CheckOn", {"Ref": "CheckSchedule"}, "rate(1 day)"]})
+        self.assertEqual(props["State"], {"Fn::If": ["CheckOn", "ENABLED", "DISABLED"]})
+        self.assertEqual(props["Targets"][0]["Arn"], {"Fn::GetAtt": ["MirrorCheckFunction", "Arn"]})
+        role = generated["MirrorCheckFunctionRole"]["Properties"]
+        self.assertNotIn("ManagedPolicyArns", role)
+        sids = {st["Sid"]: st["Resource"] for st in role["Policies"][0]["PolicyDocument"]["Statement"]}
+        self.assertEqual(sids, {
+            "DatabaseSecret": {"Ref": "DatabaseSecretArn"},
+            "OwnLogGroup": {"Fn::GetAtt": ["MirrorCheckLogGroup", "Arn"]},
+            "VpcNetworkInterfaces": "*",
+        })
+        alarm = self.r["MirrorCheckInconsistentAlarm"]["Properties"]
+        self.assertEqual(alarm["Namespace"], NAMESPACE)
+        self.assertEqual((alarm["MetricName"], alarm["Threshold"], alarm["ComparisonOperator"]),
+                         ("inconsistent", 0, "GreaterThanThreshold"))
+        self.assertEqual(alarm["Dimensions"], [{"Name": "Function", "Value": "mirror-check"}])
+        self.assertEqual(self.r["MirrorCheckErrorsAlarm"]["Properties"]["MetricName"], "Errors")
 
     def test_credentials_come_from_secrets_manager_never_from_the_template(self):
         variables = dict(self.globals["Environment"]["Variables"])

@@ -681,3 +681,45 @@ async fn a_backfill_killed_halfway_and_resumed_gives_the_rows_of_one_clean_run()
     );
     std::fs::remove_file(source).unwrap();
 }
+
+#[tokio::test]
+async fn the_scheduled_check_publishes_a_count_per_kind_as_emf_metrics() {
+    let mirror = Mirror::sqlite().await;
+    make_wrong(&mirror).await;
+    let output = Command::new(mirror_tests::workspace_binary("mirror-check"))
+        .env("DATABASE_URL", &mirror.url)
+        .env("MIRROR_CHECK_STUB_AGE", "0s")
+        .env("MIRROR_METRICS_NAMESPACE", "RealtimeMirror/test-stack")
+        .env("RUST_LOG", "warn")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (emf, report) = (&lines[0], &lines[1]);
+    let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "RealtimeMirror/test-stack");
+    assert_eq!(directive["Dimensions"], json!([["Function"]]));
+    assert_eq!(emf["Function"], "mirror-check");
+    for metric in directive["Metrics"].as_array().unwrap() {
+        let name = metric["Name"].as_str().unwrap();
+        assert!(emf[name].is_u64(), "{name} has a value");
+    }
+    assert_eq!(
+        (emf["inconsistent"].clone(), emf["repairable"].clone()),
+        (json!(7), json!(4))
+    );
+    assert_eq!(
+        (emf["lastMessageWrong"].clone(), emf["selfFollow"].clone()),
+        (json!(2), json!(1))
+    );
+    assert_eq!(report["inconsistent"], 7);
+}
