@@ -126,24 +126,15 @@ impl InvocationMetrics {
                         metrics.push((name, "Count", json!(value)));
                     }
                 }
-                let mut document = Map::new();
-                document.insert(
-                    "_aws".into(),
-                    json!({
-                        "Timestamp": timestamp_millis,
-                        "CloudWatchMetrics": [{
-                            "Namespace": self.namespace,
-                            "Dimensions": [["Function", "EventFamily"]],
-                            "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
-                        }],
-                    }),
-                );
-                document.insert("Function".into(), json!(self.function));
-                document.insert("EventFamily".into(), json!(self.event_family));
-                for (name, _, value) in metrics {
-                    document.insert(name.into(), value);
-                }
-                Value::Object(document)
+                emf(
+                    &self.namespace,
+                    timestamp_millis,
+                    &[
+                        ("Function", self.function.as_str()),
+                        ("EventFamily", self.event_family.as_str()),
+                    ],
+                    metrics,
+                )
             })
             .collect()
     }
@@ -172,6 +163,24 @@ pub fn check_document(
     metrics.push(("inconsistent", report.inconsistent));
     metrics.push(("repairable", report.repairable));
     metrics.push(("conversations_checked", report.conversations));
+    emf(
+        namespace,
+        timestamp_millis,
+        &[("Function", crate::scheduled::FUNCTION)],
+        metrics
+            .into_iter()
+            .map(|(name, value)| (name, "Count", json!(value)))
+            .collect(),
+    )
+}
+
+/// One EMF document: `metrics` (name, unit, value) under one set of `dimensions`.
+fn emf(
+    namespace: &str,
+    timestamp_millis: i64,
+    dimensions: &[(&str, &str)],
+    metrics: Vec<(&str, &str, Value)>,
+) -> Value {
     let mut document = Map::new();
     document.insert(
         "_aws".into(),
@@ -179,16 +188,27 @@ pub fn check_document(
             "Timestamp": timestamp_millis,
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["Function"]],
-                "Metrics": metrics.iter().map(|(name, _)| json!({"Name": name, "Unit": "Count"})).collect::<Vec<_>>(),
+                "Dimensions": [dimensions.iter().map(|(name, _)| *name).collect::<Vec<_>>()],
+                "Metrics": metrics.iter().map(|(name, unit, _)| json!({"Name": name, "Unit": unit})).collect::<Vec<_>>(),
             }],
         }),
     );
-    document.insert("Function".into(), json!(crate::scheduled::FUNCTION));
-    for (name, value) in metrics {
-        document.insert(name.into(), json!(value));
+    for (name, value) in dimensions {
+        document.insert(name.to_string(), json!(value));
+    }
+    for (name, _, value) in metrics {
+        document.insert(name.into(), value);
     }
     Value::Object(document)
+}
+
+/// This process's own peak resident set size in KiB (`VmHWM` of /proc/self/status: the
+/// high-water mark of the memory this program mapped since it was executed, not counting the
+/// parent it was forked from, which wait4's `ru_maxrss` does). None off Linux.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Enqueue → commit latencies, in milliseconds.

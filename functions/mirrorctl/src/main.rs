@@ -181,13 +181,20 @@ enum DlqAction {
 async fn main() -> ExitCode {
     realtime_mirror::telemetry::init();
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(code) => ExitCode::from(code),
+    let code = match run(cli).await {
+        Ok(code) => code,
         Err(message) => {
             eprintln!("mirrorctl: {message}");
-            ExitCode::from(1)
+            1
+        }
+    };
+    // For memory tests and benchmarks: this program's own peak, whatever forked it.
+    if std::env::var_os("MIRRORCTL_REPORT_PEAK_RSS").is_some() {
+        if let Some(kib) = realtime_mirror::metrics::peak_rss_kib() {
+            eprintln!("mirrorctl: peak RSS {kib} KiB");
         }
     }
+    ExitCode::from(code)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {

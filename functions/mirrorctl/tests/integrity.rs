@@ -2,7 +2,7 @@
 //! summaries, `check` (self and against a source snapshot) finding exactly what was made
 //! wrong, `repair` making it right, and `backfill` converging however it is run.
 //!
-//! Peak memory is the child's own peak RSS, read with wait4(2) when it ends.
+//! Peak memory is the child's own peak RSS, as it reports it (`MIRRORCTL_REPORT_PEAK_RSS`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,12 +13,13 @@ use serde_json::{json, Value};
 
 const EVENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events");
 
-/// What a run printed, its exit code and its peak RSS in KiB.
+/// What a run printed, its exit code and its own peak RSS in KiB.
 struct Run {
     code: i32,
     json: Value,
     stderr: String,
-    peak_kib: i64,
+    /// None when it stopped before running (a usage error).
+    peak_kib: Option<u64>,
 }
 
 fn command(database_url: &str, args: &[&str]) -> Command {
@@ -27,53 +28,30 @@ fn command(database_url: &str, args: &[&str]) -> Command {
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("MIRROR_DB_TIMEOUT", "2s")
+        .env("MIRRORCTL_REPORT_PEAK_RSS", "1")
         .env("RUST_LOG", "warn");
     command
 }
 
+/// Runs mirrorctl. Its peak RSS is the one it reports itself (`VmHWM`): wait4's `ru_maxrss`
+/// would count this test process too, whose memory the child starts from when spawned.
 fn run(database_url: &str, args: &[&str]) -> Run {
-    let mut child = command(database_url, args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let output = command(database_url, args)
+        .output()
         .expect("mirrorctl runs");
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
-        text
-    });
-    let (code, peak_kib) = wait_with_peak(child.id() as libc::pid_t);
-    let stdout = out.join().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let peak_kib = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("mirrorctl: peak RSS "))
+        .and_then(|l| l.strip_suffix(" KiB"))
+        .and_then(|n| n.parse().ok());
     Run {
-        code,
-        json: serde_json::from_str(stdout.trim()).unwrap_or(Value::Null),
-        stderr: err.join().unwrap(),
+        code: output.status.code().unwrap_or(-1),
+        json: serde_json::from_str(String::from_utf8(output.stdout).unwrap().trim())
+            .unwrap_or(Value::Null),
+        stderr,
         peak_kib,
     }
-}
-
-/// Waits for the child and returns its exit code and its own peak RSS (KiB).
-fn wait_with_peak(pid: libc::pid_t) -> (i32, i64) {
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid value for wait4 to fill in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own child, not yet waited for; both pointers are valid.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    (code, usage.ru_maxrss)
 }
 
 fn temp(name: &str) -> PathBuf {
@@ -169,16 +147,12 @@ async fn apply_streams_a_million_events_in_no_more_memory_than_ten_thousand() {
         "{}",
         second.stderr
     );
-    eprintln!(
-        "peak RSS: 10,000 events {} KiB, 1,000,000 events {} KiB",
-        first.peak_kib, second.peak_kib
-    );
+    let (small_kib, large_kib) = (first.peak_kib.unwrap(), second.peak_kib.unwrap());
+    eprintln!("peak RSS: 10,000 events {small_kib} KiB, 1,000,000 events {large_kib} KiB");
     // The same windows, whatever the length: equal up to allocator noise (4 MiB).
     assert!(
-        second.peak_kib <= first.peak_kib + 4096,
-        "1,000,000 events peaked at {} KiB, 10,000 at {} KiB",
-        second.peak_kib,
-        first.peak_kib
+        large_kib <= small_kib + 4096,
+        "1,000,000 events peaked at {large_kib} KiB, 10,000 at {small_kib} KiB"
     );
     std::fs::remove_file(small).unwrap();
     std::fs::remove_file(large).unwrap();
@@ -371,7 +345,7 @@ async fn self_check_finds_every_kind_and_repair_from_its_details_makes_the_mirro
 
 /// Injects drift of known size into a generated snapshot of `n` documents and checks that
 /// `check --source` reports exactly it; returns the check's peak RSS.
-async fn drift_is_reported_exactly(mirror: &Mirror, n: u64) -> i64 {
+async fn drift_is_reported_exactly(mirror: &Mirror, n: u64) -> u64 {
     let base = temp(&format!("base-{n}-{}.jsonl", mirror.is_postgres()));
     write_lines(&base, (0..n).map(|i| snapshot_line(i, 0)));
     let backfill = run(
@@ -467,11 +441,11 @@ async fn drift_is_reported_exactly(mirror: &Mirror, n: u64) -> i64 {
     for path in [base, live, source, details] {
         std::fs::remove_file(path).unwrap();
     }
-    check.peak_kib
+    check.peak_kib.expect("mirrorctl reports its peak RSS")
 }
 
 /// The bound `check --source` keeps to, stated in the README.
-const CHECK_PEAK_KIB: i64 = 64 * 1024;
+const CHECK_PEAK_KIB: u64 = 64 * 1024;
 
 #[tokio::test]
 async fn check_source_reports_exactly_the_injected_drift_in_bounded_memory() {
@@ -504,14 +478,13 @@ async fn check_source_reports_exactly_the_injected_drift_in_bounded_memory() {
         })
         .sum();
     assert_eq!(missing, 900_000, "{}", million.json);
+    let peak_1m = million.peak_kib.unwrap();
     eprintln!(
-        "check --source peak RSS: 100,000 documents {peak_100k} KiB, 1,000,000 {} KiB",
-        million.peak_kib
+        "check --source peak RSS: 100,000 documents {peak_100k} KiB, 1,000,000 {peak_1m} KiB"
     );
     assert!(
-        peak_100k < CHECK_PEAK_KIB && million.peak_kib < CHECK_PEAK_KIB,
-        "{peak_100k} / {} KiB",
-        million.peak_kib
+        peak_100k < CHECK_PEAK_KIB && peak_1m < CHECK_PEAK_KIB,
+        "{peak_100k} / {peak_1m} KiB"
     );
     std::fs::remove_file(source).unwrap();
 }
@@ -526,34 +499,27 @@ async fn check_source_gate_answers_the_cut_over_question() {
         &["backfill", "--source", source.to_str().unwrap()],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    // One document in 1,000 missing: 0.1 % drift — within the alert, exactly at the gate.
-    write_lines(&source, (0..2_002).map(|i| snapshot_line(i, 0)));
-    let within = run(
-        &mirror.url,
-        &[
-            "check",
-            "--source",
-            source.to_str().unwrap(),
-            "--gate",
-            "0.1%",
-        ],
-    );
+    // With n source documents, n − 2,000 missing: 2 of 2,002 is within 0.1 %, 3 of 2,003 not.
+    let gated = |n: u64| {
+        write_lines(&source, (0..n).map(|i| snapshot_line(i, 0)));
+        run(
+            &mirror.url,
+            &[
+                "check",
+                "--source",
+                source.to_str().unwrap(),
+                "--gate",
+                "0.1%",
+            ],
+        )
+    };
+    let within = gated(2_002);
     assert_eq!(within.code, 0, "{}", within.json);
     assert_eq!(
         within.json["gate"],
         json!({"maxDrift": 0.001, "passed": true})
     );
-    write_lines(&source, (0..2_003).map(|i| snapshot_line(i, 0)));
-    let over = run(
-        &mirror.url,
-        &[
-            "check",
-            "--source",
-            source.to_str().unwrap(),
-            "--gate",
-            "0.1%",
-        ],
-    );
+    let over = gated(2_003);
     assert_eq!(over.code, 3);
     assert_eq!(over.json["gate"]["passed"], false);
     assert_eq!(over.json["alert"], false, "0.15 % is under the 0.5 % alert");
