@@ -54,7 +54,7 @@ pub async fn apply(
     let mut summary = Summary::default();
     let mut position = Position::default();
     let mut window: Vec<Record> = Vec::with_capacity(window_records);
-    // Problems read between records stay in input order in the details.
+    // Records that could not be read are settled with the window they were read in.
     let mut problems: Vec<RecordOutcome> = Vec::new();
     let mut bytes = 0usize;
     loop {

@@ -427,9 +427,9 @@ pub async fn check_source(
         let report = families.get_mut(&family).expect("every family");
         let mut after = (String::new(), String::new());
         loop {
-            let keys = comparer.unseen_live_after(family, &after, chunk).await?;
-            let Some(last) = keys.last() else { break };
-            after = last.clone();
+            let (keys, last) = comparer.unseen_live_page(family, &after, chunk).await?;
+            let Some(last) = last else { break };
+            after = last;
             for (a, b) in keys {
                 let id = entity(&a, &b);
                 report.extra.add(|| id.clone());

@@ -96,8 +96,8 @@ pub fn read_paths(paths: &[PathBuf]) -> Inputs {
 }
 
 /// Reads the paths on a thread of their own, at most `read_ahead` items ahead of the
-/// receiver: the bounded read-ahead of a streaming `apply`. Reading stops when the receiver
-/// is dropped.
+/// receiver: the bounded read-ahead of a streaming `apply`. Once the receiver is dropped,
+/// what is still read is dropped with it.
 pub fn stream(paths: Vec<PathBuf>, read_ahead: usize) -> tokio::sync::mpsc::Receiver<Item> {
     let (sender, receiver) = tokio::sync::mpsc::channel(read_ahead.max(1));
     std::thread::spawn(move || {

@@ -689,3 +689,55 @@ async fn the_scheduled_check_publishes_a_count_per_kind_as_emf_metrics() {
     );
     assert_eq!(report["inconsistent"], 7);
 }
+
+#[tokio::test]
+async fn repair_racing_live_writers_converges_to_the_rows_of_one_clean_application() {
+    // Messages of 40 conversations and the conversations' own changes of participants: the
+    // writers and repair lock the same conversations over and over.
+    let events = temp("race.jsonl");
+    write_lines(
+        &events,
+        (0..20_000u64).map(|i| {
+            let conversation = format!("c{}", i % 40);
+            if i % 10 == 0 {
+                json!({"eventType": "dm.conversation.updated", "occurredAt": at(i),
+                       "payload": {"conversationId": conversation, "ownerId": "u1",
+                                   "participantIds": ["u1", format!("u{}", 2 + (i / 10) % 3)], "updatedAt": at(i)}})
+            } else {
+                json!({"eventType": "dm.message.created", "occurredAt": at(i),
+                       "payload": {"conversationId": conversation, "messageId": format!("m{i}"),
+                                   "authorId": format!("u{}", 1 + i % 4), "body": format!("body {i}"), "createdAt": at(i)}})
+            }
+            .to_string()
+        }),
+    );
+    let path = events.to_str().unwrap();
+    let clean = Mirror::postgres().await;
+    assert_eq!(run(&clean.url, &["apply", path]).code, 0);
+
+    let raced = Mirror::postgres().await;
+    let mut writer = command(&raced.url, &["apply", path])
+        .env("MIRROR_CHUNK_SIZE", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut repairs = 0;
+    while writer.try_wait().unwrap().is_none() {
+        let r = run(&raced.url, &["repair"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        repairs += 1;
+    }
+    assert!(writer.wait().unwrap().success());
+    assert!(
+        repairs >= 2,
+        "repair ran {repairs} times while the writer ran"
+    );
+    let check = run(&raced.url, &["check"]);
+    assert_eq!(check.json["inconsistent"], 0, "{}", check.json);
+    assert_eq!(
+        raced.state().await.without_bookkeeping(),
+        clean.state().await.without_bookkeeping()
+    );
+    std::fs::remove_file(events).unwrap();
+}

@@ -143,20 +143,33 @@ impl Comparer {
             .collect()
     }
 
-    /// Up to `limit` keys of live rows of `family` that no compared document had, after
-    /// `after`, in key order.
-    pub async fn unseen_live_after(
+    /// One page of live rows of `family` after `after` in key order (up to `limit` rows
+    /// scanned): the keys no compared document had, and the last key scanned (None at the
+    /// end), from which the next page starts. Two index look-ups a page: the work grows with
+    /// the table, never with its square.
+    pub async fn unseen_live_page(
         &mut self,
         family: Family,
         after: &(String, String),
         limit: usize,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<(Vec<(String, String)>, Option<(String, String)>), StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let table = table(family);
-        match &mut self.connection {
-            Connection::Postgres(c) => postgres::unseen_live_after(c, table, after, limit).await,
-            Connection::Sqlite(c) => sqlite::unseen_live_after(c, table, after, limit).await,
-        }
+        let (live, seen) = match &mut self.connection {
+            Connection::Postgres(c) => {
+                let live = postgres::live_keys_after(c, table, after, limit).await?;
+                let seen = postgres::seen_among(c, table, &live).await?;
+                (live, seen)
+            }
+            Connection::Sqlite(c) => {
+                let live = sqlite::live_keys_after(c, table, after, limit).await?;
+                let seen = sqlite::seen_among(c, table, &live).await?;
+                (live, seen)
+            }
+        };
+        let last = live.last().cloned();
+        let unseen = live.into_iter().filter(|k| !seen.contains(k)).collect();
+        Ok((unseen, last))
     }
 }
 

@@ -714,29 +714,52 @@ pub(super) async fn seen_add(
     Ok(())
 }
 
-/// Up to `limit` keys of live rows of `table` (conversation stubs aside) that were not seen,
-/// after `after`, in key order.
-pub(super) async fn unseen_live_after(
+/// Up to `limit` keys of live rows of `table` (conversation stubs aside) after `after`, in
+/// key order: an index range scan, whatever the table's size.
+pub(super) async fn live_keys_after(
     c: &mut PgConnection,
     table: &Table,
     after: &(String, String),
     limit: i64,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let (a, b) = key_pair(table);
+    let after_key = match table.key.len() {
+        1 => format!("{a} > $1 AND $2 = $2"),
+        _ => format!("({a}, {b}) > ($1, $2)"),
+    };
     let sql = format!(
         "SELECT {a}, {b} FROM {} t
-         WHERE t.deleted_at IS NULL AND t.updated_at IS NOT NULL AND ({a}, {b}) > ($1, $2)
-           AND NOT EXISTS (SELECT 1 FROM mirror_check_seen s
-                           WHERE s.family = $3 AND s.a = {a} AND s.b = {b})
-         ORDER BY 1, 2 LIMIT $4",
-        table.name
+         WHERE {after_key} AND t.deleted_at IS NULL AND t.updated_at IS NOT NULL
+         ORDER BY {} LIMIT $3",
+        table.name,
+        table.key.join(", ")
     );
     Ok(sqlx::query_as(&sql)
         .persistent(false)
         .bind(&after.0)
         .bind(&after.1)
-        .bind(table.name)
         .bind(limit)
         .fetch_all(c)
         .await?)
+}
+
+/// Which of `keys` of `table` were seen.
+pub(super) async fn seen_among(
+    c: &mut PgConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.a, s.b FROM mirror_check_seen s
+         JOIN UNNEST($2::text[], $3::text[]) AS u(a, b) ON s.a = u.a AND s.b = u.b
+         WHERE s.family = $1",
+    )
+    .bind(table.name)
+    .bind(first)
+    .bind(second)
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().collect())
 }

@@ -567,26 +567,46 @@ pub(super) async fn seen_add(
 }
 
 /// As PostgreSQL's.
-pub(super) async fn unseen_live_after(
+pub(super) async fn live_keys_after(
     c: &mut SqliteConnection,
     table: &Table,
     after: &(String, String),
     limit: i64,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let (a, b) = key_pair(table);
+    let after_key = match table.key.len() {
+        1 => format!("{a} > ?1 AND ?2 = ?2"),
+        _ => format!("({a}, {b}) > (?1, ?2)"),
+    };
     let sql = format!(
         "SELECT {a}, {b} FROM {} t
-         WHERE t.deleted_at IS NULL AND t.updated_at IS NOT NULL AND ({a}, {b}) > (?1, ?2)
-           AND NOT EXISTS (SELECT 1 FROM mirror_check_seen s
-                           WHERE s.family = ?3 AND s.a = {a} AND s.b = {b})
-         ORDER BY 1, 2 LIMIT ?4",
-        table.name
+         WHERE {after_key} AND t.deleted_at IS NULL AND t.updated_at IS NOT NULL
+         ORDER BY {} LIMIT ?3",
+        table.name,
+        table.key.join(", ")
     );
     Ok(sqlx::query_as(&sql)
         .bind(&after.0)
         .bind(&after.1)
-        .bind(table.name)
         .bind(limit)
         .fetch_all(c)
         .await?)
+}
+
+/// As PostgreSQL's.
+pub(super) async fn seen_among(
+    c: &mut SqliteConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.a, s.b FROM mirror_check_seen s
+         JOIN json_each(?2) AS u ON s.a = u.value ->> 0 AND s.b = u.value ->> 1
+         WHERE s.family = ?1",
+    )
+    .bind(table.name)
+    .bind(json(&keys))
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
