@@ -152,6 +152,7 @@ pub async fn self_check(
         .and_then(|age| Timestamp::now().as_datetime().checked_sub_signed(age))
         .and_then(Timestamp::new)
         .unwrap_or_else(Timestamp::now);
+    store.analyze().await?;
     let mut found: BTreeMap<Inconsistency, Found> = BTreeMap::new();
     let mut conversations = 0u64;
     let mut after = String::new();
@@ -335,6 +336,7 @@ pub async fn check_source(
     options: &SourceOptions,
     mut details: Option<&mut (dyn Write + Send)>,
 ) -> Result<SourceReport, CheckError> {
+    store.analyze().await?;
     let mut comparer = store.comparer().await?;
     let mut families: BTreeMap<Family, FamilyReport> = Family::ALL
         .into_iter()

@@ -380,6 +380,11 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             )
             .await?;
             progress.finish(&summary);
+            // A bulk load leaves the planner's statistics behind until autovacuum catches
+            // up (never, where it is off): refresh them, as after any bulk load.
+            if let Err(e) = processor.store().analyze().await {
+                eprintln!("backfill: the rows are written, but refreshing the planner's statistics failed ({e}); run ANALYZE on the mirror tables");
+            }
             summary.details = details.map(|p| p.display().to_string());
             print_json(&summary);
             Ok(summary.exit_code() as u8)

@@ -41,6 +41,16 @@ fn table(family: Family) -> &'static Table {
 }
 
 impl Store {
+    /// Refreshes the planner's statistics of the mirror tables, as a bulk load should be
+    /// followed by (PostgreSQL's `ANALYZE`, sampled, about a second on millions of rows).
+    /// SQLite plans by its index heuristics and is left as it is.
+    pub async fn analyze(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool, _) => postgres::analyze(pool).await,
+            Store::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// Up to `limit` conversation ids after `after`, in key order.
     pub async fn conversation_ids_after(
         &self,

@@ -120,6 +120,7 @@ impl Store {
         page: usize,
     ) -> Result<Repaired, StoreError> {
         let page = page.max(1);
+        self.analyze().await?;
         let mut total = Repaired::default();
         let mut add = |done: Done| {
             if let Done::Repaired(r) = done {
