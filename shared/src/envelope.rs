@@ -34,8 +34,7 @@ impl Envelope {
         if body.len() > MAX_BODY_BYTES {
             return Err(Rejection::TooLarge(body.len()));
         }
-        let value: Value =
-            serde_json::from_str(body).map_err(|e| Rejection::NotJson(e.to_string()))?;
+        let value = parse_json(body).map_err(|e| Rejection::NotJson(e.to_string()))?;
         reject_nul(&value, "$")?;
         Self::from_value(value, true)
     }
@@ -57,7 +56,7 @@ impl Envelope {
                         ))
                     }
                 };
-                let inner: Value = serde_json::from_str(message)
+                let inner = parse_json(message)
                     .map_err(|e| Rejection::NotJson(format!("the SNS Message is not JSON: {e}")))?;
                 reject_nul(&inner, "$.Message")?;
                 return Self::from_value(inner, false);
@@ -65,7 +64,7 @@ impl Envelope {
             if object.contains_key("detail-type") && object.contains_key("detail") {
                 let detail = match &object["detail"] {
                     Value::String(text) => {
-                        let inner: Value = serde_json::from_str(text).map_err(|e| {
+                        let inner = parse_json(text).map_err(|e| {
                             Rejection::NotJson(format!("the EventBridge detail is not JSON: {e}"))
                         })?;
                         reject_nul(&inner, "$.detail")?;
@@ -159,6 +158,76 @@ impl Envelope {
     }
 }
 
+/// JSON text as a [`Value`], refusing an object with the same key twice. RFC 8259 leaves
+/// such an object's meaning to each parser (serde_json keeps the last, others the first),
+/// and RFC 8785, the canonical form the content hash is taken of, forbids it (I-JSON): a
+/// body two readers could read as two documents is rejected, not guessed at. The key is
+/// named (a field name, never content); the position is serde_json's line and column.
+pub fn parse_json(text: &str) -> Result<Value, serde_json::Error> {
+    Ok(serde_json::from_str::<Strict>(text)?.0)
+}
+
+/// A [`Value`] whose objects have distinct keys.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Strict, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if object.contains_key(&key) {
+                let shown: String = key.chars().take(64).collect();
+                return Err(serde::de::Error::custom(format_args!(
+                    "the key {shown:?} appears twice in one object"
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
 /// PostgreSQL text cannot hold U+0000, so a body with one anywhere is refused whole.
 fn reject_nul(value: &Value, path: &str) -> Result<(), Rejection> {
     match value {
@@ -189,7 +258,7 @@ fn embedded_document(
     match data.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => Ok(Some(map.clone())),
-        Some(Value::String(text)) => match serde_json::from_str::<Value>(text) {
+        Some(Value::String(text)) => match parse_json(text) {
             Ok(Value::Object(map)) => {
                 reject_nul(&Value::Object(map.clone()), &format!("$.data.{key}"))?;
                 Ok(Some(map))

@@ -19,7 +19,7 @@ pub const BACKFILL_SOURCE: &str = "backfill";
 /// `deletedAt`, else `createdAt`), so that a newer live event always wins over it and an
 /// equal one makes it a duplicate.
 pub fn import_body(line: &str) -> Result<String, Rejection> {
-    let value: Value = serde_json::from_str(line)
+    let value = crate::envelope::parse_json(line)
         .map_err(|e| Rejection::NotJson(format!("{} at column {}", category(&e), e.column())))?;
     let Value::Object(mut object) = value else {
         return Err(Rejection::UnknownShape(
@@ -118,6 +118,7 @@ pub fn import_event(line: &str, limits: Limits) -> Result<Event, Rejection> {
 fn category(e: &serde_json::Error) -> &'static str {
     match e.classify() {
         serde_json::error::Category::Eof => "it ends too early",
+        serde_json::error::Category::Data => "an object has the same key twice",
         _ => "a syntax error",
     }
 }

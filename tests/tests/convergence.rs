@@ -1,10 +1,14 @@
 //! Convergence (docs/contract.md §3): the final rows are a function of the *set* of
 //! accepted events. Random events for a few entities, applied in a random order, with random
 //! duplicates and random batch splits (and chunks small enough to run concurrently), end in
-//! the same rows as one in-order application.
+//! the same rows as one in-order application. The same holds when a backfill's import events
+//! (docs/snapshot.md) are mixed in: a snapshot document is one more event, versioned by the
+//! document, so a backfill interleaved with live events, or run twice, changes nothing the
+//! oracle would not.
 
 use mirror_tests::realtime_mirror::config::Config;
 use mirror_tests::realtime_mirror::event::{Event, Limits};
+use mirror_tests::realtime_mirror::source;
 use mirror_tests::realtime_mirror::store::Snapshot;
 use mirror_tests::realtime_mirror::timestamp::Timestamp;
 use mirror_tests::Mirror;
@@ -38,6 +42,9 @@ struct Change {
     variant: usize,
     created: usize,
     event_id: u8,
+    /// An upsert or soft delete that arrives as a snapshot document through `backfill`
+    /// rather than as a live event.
+    backfill: bool,
 }
 
 fn envelope(c: &Change) -> Value {
@@ -85,12 +92,18 @@ fn envelope(c: &Change) -> Value {
             json!({"eventType": format!("{family}.updated"), "occurredAt": version, "payload": payload})
         }
     };
+    if c.backfill && c.kind != 1 {
+        // The document of the snapshot line is the live event's payload.
+        let line = json!({"family": family, "document": event["payload"]}).to_string();
+        let import = source::import_body(&line).expect("generated documents are valid");
+        return serde_json::from_str(&import).unwrap();
+    }
     let mut event = event;
     event["eventId"] = json!(format!("e{}", c.event_id));
     event
 }
 
-fn change() -> impl Strategy<Value = Change> {
+fn change(backfill: bool) -> impl Strategy<Value = Change> {
     (
         0..ENTITIES.len(),
         0u8..3,
@@ -98,23 +111,26 @@ fn change() -> impl Strategy<Value = Change> {
         0..3usize,
         0..3usize,
         0u8..4,
+        any::<bool>(),
     )
         .prop_map(
-            |(entity, kind, version, variant, created, event_id)| Change {
+            move |(entity, kind, version, variant, created, event_id, imported)| Change {
                 entity,
                 kind,
                 version,
                 variant,
                 created,
                 event_id,
+                backfill: backfill && imported,
             },
         )
 }
 
-/// The events, then a delivery: a shuffled copy with some events repeated, and where to cut
-/// it into batches.
-fn scenario() -> impl Strategy<Value = (Vec<Value>, Vec<Value>, Vec<bool>)> {
-    prop::collection::vec(change(), 1..14)
+/// The events (with `backfill`, about half of the upserts as snapshot documents), then a
+/// delivery: a shuffled copy with some events repeated — a backfill run twice, a live event
+/// redelivered — and where to cut it into batches.
+fn scenario(backfill: bool) -> impl Strategy<Value = (Vec<Value>, Vec<Value>, Vec<bool>)> {
+    prop::collection::vec(change(backfill), 1..14)
         .prop_flat_map(|changes| {
             let events: Vec<Value> = changes.iter().map(envelope).collect();
             let n = events.len();
@@ -198,7 +214,7 @@ fn runtime() -> tokio::runtime::Runtime {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
     #[test]
-    fn any_order_duplicates_and_batching_converge_on_sqlite((events, delivery, cuts) in scenario()) {
+    fn any_order_duplicates_and_batching_converge_on_sqlite((events, delivery, cuts) in scenario(false)) {
         let (expected, actual) = runtime().block_on(async {
             let reference = Mirror::sqlite_in_memory_with(config()).await;
             let subject = Mirror::sqlite_in_memory_with(config()).await;
@@ -212,7 +228,33 @@ proptest! {
     // Each case creates two PostgreSQL schemas; fewer cases keep the suite quick.
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
     #[test]
-    fn any_order_duplicates_and_batching_converge_on_postgres((events, delivery, cuts) in scenario()) {
+    fn any_order_duplicates_and_batching_converge_on_postgres((events, delivery, cuts) in scenario(false)) {
+        let (expected, actual) = runtime().block_on(async {
+            let reference = Mirror::postgres_with(config()).await;
+            let subject = Mirror::postgres_with(config()).await;
+            (in_order(&reference, &events).await, delivered(&subject, &delivery, &cuts).await)
+        });
+        prop_assert_eq!(expected, actual);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #[test]
+    fn backfill_interleaved_with_live_events_in_any_order_converges_on_sqlite((events, delivery, cuts) in scenario(true)) {
+        let (expected, actual) = runtime().block_on(async {
+            let reference = Mirror::sqlite_in_memory_with(config()).await;
+            let subject = Mirror::sqlite_in_memory_with(config()).await;
+            (in_order(&reference, &events).await, delivered(&subject, &delivery, &cuts).await)
+        });
+        prop_assert_eq!(expected, actual);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #[test]
+    fn backfill_interleaved_with_live_events_in_any_order_converges_on_postgres((events, delivery, cuts) in scenario(true)) {
         let (expected, actual) = runtime().block_on(async {
             let reference = Mirror::postgres_with(config()).await;
             let subject = Mirror::postgres_with(config()).await;
