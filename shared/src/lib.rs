@@ -23,7 +23,7 @@
 //!   [`apply`]: streams them through the processor into a bounded summary; [`publish`]: files to
 //!   queues; [`dlq`]: inspecting and replaying dead letters; [`source`]: source snapshots
 //!   (for `backfill` and `check --source`); [`check`]: the mirror against its rules and
-//!   against a snapshot.
+//!   against a snapshot; [`workload`]: a reproducible event stream (`bench`, fault tests).
 
 pub mod apply;
 pub mod batch;
@@ -45,6 +45,7 @@ pub mod store;
 pub mod telemetry;
 pub mod timestamp;
 pub mod worker;
+pub mod workload;
 
 pub use batch::{BatchOutcome, Outcome, Processor, Record, Route, Summary};
 pub use config::Config;

@@ -669,6 +669,48 @@ impl PrivateCluster {
         &self.dir
     }
 
+    /// `pg_ctl restart` (fast shutdown: open transactions are rolled back, connections
+    /// closed), with the options it was started with; waits until it accepts connections.
+    pub fn restart(&self) {
+        let status = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "60", "-l"])
+            .arg(self.dir.join("log"))
+            .arg("restart")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl restart failed");
+    }
+
+    /// A superuser URL over TCP (setting the superuser's password on first use).
+    pub fn url(&self) -> String {
+        self.psql("ALTER USER postgres PASSWORD 'private-cluster'");
+        format!(
+            "postgres://postgres:private-cluster@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// A migrated mirror in a schema of its own on this cluster.
+    pub async fn mirror(&self, config: Config) -> Mirror {
+        let url = self.url();
+        let schema = unique("rm_private");
+        self.psql(&format!("CREATE SCHEMA {schema}"));
+        let options = PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let store = Store::postgres(options, &config);
+        store.migrate().await.expect("PostgreSQL migrates");
+        Mirror {
+            processor: Processor::new(store, config),
+            url: format!("{url}?options=-c%20search_path%3D{schema}"),
+        }
+    }
+
     /// Runs SQL as the superuser over the trusted local socket.
     pub fn psql(&self, sql: &str) {
         let status = std::process::Command::new("runuser")
