@@ -27,6 +27,7 @@
 
 pub mod apply;
 pub mod batch;
+pub mod bench;
 pub mod check;
 pub mod config;
 pub mod credentials;

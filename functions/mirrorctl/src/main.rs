@@ -108,6 +108,24 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 5)]
         progress_every: u64,
     },
+    /// Measure: apply a reproducible stream of --events events (mixed families, duplicates,
+    /// stale versions, deletes, bodies of realistic sizes) in batches of --batch-size through
+    /// the functions' batch processor, into a scratch schema (PostgreSQL) or file (SQLite)
+    /// of its own, removed afterwards. Prints one JSON line: events_per_s, batch latency
+    /// (p50, p99, max) and peak RSS. --mode per-event: one transaction per event (the seed
+    /// design); --mode ceiling: the server writing the same rows by plain upserts
+    /// (PostgreSQL); --mode all: the three, then a line of ratios. MIRROR_CHUNK_SIZE and MIRROR_MAX_CONNECTIONS apply as for the functions.
+    Bench {
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        #[arg(long, default_value_t = 100)]
+        batch_size: usize,
+        #[arg(long, value_enum, default_value = "set")]
+        mode: realtime_mirror::bench::Mode,
+        /// The same seed and --events give the same stream, byte for byte.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Forget the idempotency keys of events applied longer ago than --older-than (the
     /// table of applied keys grows with every event). Rows never change because of it: a
     /// later copy of such an event is still kept out by its version.
@@ -205,7 +223,7 @@ fn print_json<T: serde::Serialize>(value: &T) {
 }
 
 async fn run(cli: Cli) -> Result<u8, String> {
-    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let mut config = Config::from_env().map_err(|e| e.to_string())?;
     match cli.command {
         Command::Migrate
         | Command::Apply { .. }
@@ -240,6 +258,32 @@ async fn run(cli: Cli) -> Result<u8, String> {
             summary.skipped = inputs.skipped;
             print_json(&summary);
             Ok(summary.exit_code() as u8)
+        }
+        Command::Bench {
+            events,
+            batch_size,
+            mode,
+            seed,
+        } => {
+            config.database_url = DatabaseUrl::new(cli.database_url);
+            let options = realtime_mirror::bench::Options {
+                events,
+                batch_size,
+                mode,
+                seed,
+            };
+            let lines = realtime_mirror::bench::run_all(config, &options).await?;
+            let unsettled = |line: &serde_json::Value| {
+                line["failed"].as_u64().unwrap_or(0) + line["rejected"].as_u64().unwrap_or(0)
+            };
+            for line in &lines {
+                print_json(line);
+            }
+            Ok(if lines.iter().map(unsettled).sum::<u64>() > 0 {
+                1
+            } else {
+                0
+            })
         }
         Command::Dlq { queue_url, action } => {
             let client = realtime_mirror::queue::client_from_env().await;

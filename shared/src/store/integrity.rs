@@ -51,6 +51,24 @@ impl Store {
         }
     }
 
+    /// `mirrorctl bench --mode ceiling`: a batch's rows by plain upserts (PostgreSQL).
+    pub async fn write_plain(&self, rows: &crate::bench::PlainRows) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool, _) => postgres::write_plain(pool, rows).await,
+            Store::Sqlite(_) => Err(StoreError::Other(
+                "the ceiling mode needs PostgreSQL".into(),
+            )),
+        }
+    }
+
+    /// One administrative statement (PostgreSQL: `mirrorctl bench`'s scratch schema).
+    pub async fn execute_admin(&self, sql: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool, _) => postgres::execute_admin(pool, sql).await,
+            Store::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// Up to `limit` conversation ids after `after`, in key order.
     pub async fn conversation_ids_after(
         &self,

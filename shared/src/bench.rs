@@ -1,0 +1,388 @@
+//! `mirrorctl bench`: applies a reproducible stream ([`crate::workload`]) in batches of the
+//! size a function is handed, through the functions' own batch processor, and reports
+//! throughput, batch latency and peak memory as one JSON line. Three modes on the same
+//! stream, so that one run on one machine gives its own ratios:
+//! - `set`: the processor as deployed (set-based chunks of `MIRROR_CHUNK_SIZE`);
+//! - `per-event`: the same processor, one transaction per event (the seed design);
+//! - `ceiling`: the server writing the same rows by itself in plain SQL — one
+//!   `INSERT … SELECT FROM UNNEST … ON CONFLICT DO UPDATE` per table and one insert of
+//!   idempotency keys per batch, none of the mirror's rules (PostgreSQL only).
+//!
+//! Every run writes into a store of its own — a fresh schema on PostgreSQL, a fresh file
+//! beside the SQLite database — removed afterwards, so it never touches the mirror's rows
+//! and always starts empty.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::batch::{Processor, Record, Route};
+use crate::config::{Config, DatabaseUrl};
+use crate::store::Store;
+use crate::workload::{self, Spec};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Set,
+    PerEvent,
+    Ceiling,
+    /// The three in one run (ceiling, set, per-event), then their ratios.
+    All,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub events: usize,
+    pub batch_size: usize,
+    pub mode: Mode,
+    pub seed: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// The JSON line (snake_case, as `events_per_s`).
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub mode: Mode,
+    pub store: &'static str,
+    pub events: usize,
+    pub batch_size: usize,
+    pub chunk_size: usize,
+    pub max_connections: u32,
+    pub seed: u64,
+    /// Events over the time spent applying batches (generating them is not counted).
+    pub events_per_s: f64,
+    pub seconds: f64,
+    /// Milliseconds to apply one batch.
+    pub batch_latency_ms: Latency,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub stale: usize,
+    pub rejected: usize,
+    pub failed: usize,
+    pub peak_rss_kib: Option<u64>,
+}
+
+/// Where a run writes, and how to clean up after it.
+enum Scratch {
+    Schema { admin: String, name: String },
+    File(std::path::PathBuf),
+}
+
+fn scratch(url: &str) -> (String, Scratch) {
+    let tag = format!("mirror_bench_{}", std::process::id());
+    if DatabaseUrl::is_sqlite(url) {
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:");
+        let path = path.split('?').next().unwrap_or(path);
+        let file = std::path::Path::new(path).with_file_name(format!("{tag}.db"));
+        (format!("sqlite://{}", file.display()), Scratch::File(file))
+    } else {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        (
+            format!("{url}{separator}options=-c%20search_path%3D{tag}"),
+            Scratch::Schema {
+                admin: url.to_string(),
+                name: tag,
+            },
+        )
+    }
+}
+
+impl Scratch {
+    async fn create(&self) -> Result<(), String> {
+        if let Scratch::Schema { admin, name } = self {
+            let store = admin_store(admin).await?;
+            store
+                .execute_admin(&format!("CREATE SCHEMA {name}"))
+                .await
+                .map_err(|e| format!("cannot create the benchmark's schema {name}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self) {
+        match self {
+            Scratch::Schema { admin, name } => {
+                if let Ok(store) = admin_store(admin).await {
+                    let _ = store
+                        .execute_admin(&format!("DROP SCHEMA {name} CASCADE"))
+                        .await;
+                }
+            }
+            Scratch::File(file) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut path = file.clone().into_os_string();
+                    path.push(suffix);
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+    }
+}
+
+async fn admin_store(url: &str) -> Result<Store, String> {
+    let config = Config {
+        database_url: DatabaseUrl::new(url),
+        max_connections: 1,
+        ..Config::default()
+    };
+    Store::connect(&config)
+        .await
+        .map_err(|e| format!("cannot reach {}: {e}", config.database_url))
+}
+
+/// Each mode of `options` (the three for [`Mode::All`], then a line of ratios), as JSON.
+pub async fn run_all(config: Config, options: &Options) -> Result<Vec<Value>, String> {
+    if options.mode != Mode::All {
+        let report = run(config, options).await?;
+        return Ok(vec![
+            serde_json::to_value(report).expect("a report serialises")
+        ]);
+    }
+    let mut lines = Vec::new();
+    let mut rate = HashMap::new();
+    for mode in [Mode::Ceiling, Mode::Set, Mode::PerEvent] {
+        let options = Options {
+            mode,
+            ..options.clone()
+        };
+        let report = run(config.clone(), &options).await?;
+        rate.insert(mode, report.events_per_s);
+        lines.push(serde_json::to_value(report).expect("a report serialises"));
+    }
+    let ratio = |a: Mode, b: Mode| (rate[&a] / rate[&b].max(1e-9) * 100.0).round() / 100.0;
+    lines.push(serde_json::json!({
+        "set_over_ceiling": ratio(Mode::Set, Mode::Ceiling),
+        "set_over_per_event": ratio(Mode::Set, Mode::PerEvent),
+    }));
+    Ok(lines)
+}
+
+/// Runs the benchmark in one mode against the store `config.database_url` names.
+pub async fn run(mut config: Config, options: &Options) -> Result<Report, String> {
+    let batch_size = options.batch_size.max(1);
+    if options.mode == Mode::PerEvent {
+        config.chunk_size = 1;
+    }
+    let (url, scratch) = scratch(config.database_url.expose());
+    if matches!(options.mode, Mode::Ceiling | Mode::All) && matches!(scratch, Scratch::File(_)) {
+        return Err(
+            "--mode ceiling measures a PostgreSQL server writing the rows by itself: set DATABASE_URL to postgres://…"
+                .into(),
+        );
+    }
+    scratch.create().await?;
+    config.database_url = DatabaseUrl::new(url);
+    config.migrate_on_start = true;
+    let result = measure(config, options, batch_size).await;
+    scratch.remove().await;
+    result
+}
+
+async fn measure(config: Config, options: &Options, batch_size: usize) -> Result<Report, String> {
+    let processor = Processor::connect(config.clone())
+        .await
+        .map_err(|e| format!("cannot open the benchmark's store: {e}"))?;
+    let mut stream = workload::stream(Spec::new(options.events, options.seed));
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut report = Report {
+        mode: options.mode,
+        store: processor.store().dialect(),
+        events: options.events,
+        batch_size,
+        chunk_size: config.chunk_size,
+        max_connections: processor.store().max_connections(),
+        seed: options.seed,
+        events_per_s: 0.0,
+        seconds: 0.0,
+        batch_latency_ms: Latency::default(),
+        applied: 0,
+        duplicates: 0,
+        stale: 0,
+        rejected: 0,
+        failed: 0,
+        peak_rss_kib: None,
+    };
+    let mut index = 0usize;
+    loop {
+        let bodies: Vec<String> = stream.by_ref().take(batch_size).collect();
+        if bodies.is_empty() {
+            break;
+        }
+        let started;
+        match options.mode {
+            Mode::Set | Mode::PerEvent => {
+                let records: Vec<Record> = bodies
+                    .into_iter()
+                    .map(|body| {
+                        index += 1;
+                        Record {
+                            message_id: format!("bench-{index}"),
+                            body: Some(body),
+                            receive_count: None,
+                        }
+                    })
+                    .collect();
+                started = Instant::now();
+                let outcome = processor.process(records, Route::AllFamilies).await;
+                latencies.push(started.elapsed());
+                let counts = outcome.counts();
+                report.applied += counts.applied;
+                report.duplicates += counts.duplicate;
+                report.stale += counts.stale;
+                report.rejected += counts.rejected;
+                report.failed += counts.failed;
+            }
+            Mode::Ceiling | Mode::All => {
+                let rows = PlainRows::of(&bodies);
+                started = Instant::now();
+                processor
+                    .store()
+                    .write_plain(&rows)
+                    .await
+                    .map_err(|e| format!("the ceiling's SQL failed: {e}"))?;
+                latencies.push(started.elapsed());
+                report.applied += bodies.len();
+            }
+        }
+    }
+    let total: Duration = latencies.iter().sum();
+    report.seconds = total.as_secs_f64();
+    report.events_per_s = options.events as f64 / total.as_secs_f64().max(1e-9);
+    latencies.sort();
+    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    report.batch_latency_ms = Latency {
+        p50: ms(at(0.5)),
+        p99: ms(at(0.99)),
+        max: ms(latencies.last().copied().unwrap_or_default()),
+    };
+    report.peak_rss_kib = crate::metrics::peak_rss_kib();
+    Ok(report)
+}
+
+/// The rows a batch of the workload writes, by table, one per key (the batch's last event
+/// of each key), as plain columns: what the ceiling mode has the server write.
+#[derive(Debug, Default)]
+pub struct PlainRows {
+    /// conversation_id, message_id, author_id, body, created_at, updated_at, deleted_at,
+    /// content_hash
+    pub messages: [Vec<Option<String>>; 8],
+    /// conversation_id, owner_id, participant 1, participant 2, created_at, updated_at,
+    /// content_hash
+    pub conversations: [Vec<Option<String>>; 7],
+    /// user_id, target_id, edge_type, created_at, updated_at, deleted_at, content_hash
+    pub follows: [Vec<Option<String>>; 7],
+    /// idempotency_key, event_type, entity_id
+    pub keys: [Vec<String>; 3],
+}
+
+impl PlainRows {
+    pub fn of(bodies: &[String]) -> PlainRows {
+        use sha2::Digest;
+        let mut rows = PlainRows::default();
+        let mut last: HashMap<(String, String), usize> = HashMap::new();
+        let events: Vec<(Value, String)> = bodies
+            .iter()
+            .map(|body| {
+                let hash = format!("{:x}", sha2::Sha256::digest(body.as_bytes()));
+                (serde_json::from_str(body).unwrap_or(Value::Null), hash)
+            })
+            .collect();
+        for (i, (event, _)) in events.iter().enumerate() {
+            let p = &event["payload"];
+            let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            let key = match event["eventType"].as_str().unwrap_or_default() {
+                t if t.starts_with("dm.message") => (
+                    "m".into(),
+                    format!("{}/{}", text("conversationId"), text("messageId")),
+                ),
+                t if t.starts_with("dm.conversation") => ("c".into(), text("conversationId")),
+                _ => (
+                    "f".into(),
+                    format!("{}/{}", text("userId"), text("targetId")),
+                ),
+            };
+            rows.keys[0].push(events[i].1.clone());
+            rows.keys[1].push(event["eventType"].as_str().unwrap_or_default().to_string());
+            rows.keys[2].push(key.1.clone());
+            last.insert(key, i);
+        }
+        let mut chosen: Vec<(&(String, String), &usize)> = last.iter().collect();
+        chosen.sort_by_key(|(key, _)| (*key).clone());
+        for ((table, _), &i) in chosen {
+            let (event, hash) = &events[i];
+            let p = &event["payload"];
+            let opt = |k: &str| p[k].as_str().map(str::to_string);
+            let deleted = event["eventType"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(".deleted"))
+                .then(|| {
+                    opt("updatedAt").or_else(|| event["occurredAt"].as_str().map(str::to_string))
+                })
+                .flatten()
+                .or_else(|| opt("deletedAt"));
+            let version =
+                opt("updatedAt").or_else(|| event["occurredAt"].as_str().map(str::to_string));
+            let live = |v: Option<String>| if deleted.is_some() { None } else { v };
+            let columns: Vec<Option<String>> = match table.as_str() {
+                "m" => vec![
+                    opt("conversationId"),
+                    opt("messageId"),
+                    live(opt("authorId")),
+                    live(opt("body")),
+                    live(opt("createdAt")),
+                    version,
+                    deleted,
+                    Some(hash.clone()),
+                ],
+                "c" => {
+                    let participant =
+                        |n: usize| p["participantIds"][n].as_str().map(str::to_string);
+                    vec![
+                        opt("conversationId"),
+                        opt("ownerId"),
+                        participant(0),
+                        participant(1),
+                        opt("createdAt"),
+                        version,
+                        Some(hash.clone()),
+                    ]
+                }
+                _ => vec![
+                    opt("userId"),
+                    opt("targetId"),
+                    live(opt("edgeType")),
+                    live(opt("createdAt")),
+                    version,
+                    deleted,
+                    Some(hash.clone()),
+                ],
+            };
+            let target: &mut [Vec<Option<String>>] = match table.as_str() {
+                "m" => &mut rows.messages,
+                "c" => &mut rows.conversations,
+                _ => &mut rows.follows,
+            };
+            for (column, value) in target.iter_mut().zip(columns) {
+                column.push(value);
+            }
+        }
+        rows
+    }
+}
