@@ -152,6 +152,7 @@ impl InvocationMetrics {
 /// (`inconsistent`, alarmed on), the repairable part and the conversations looked at.
 pub fn check_document(
     report: &crate::check::SelfCheckReport,
+    applied_keys_pruned: Option<u64>,
     namespace: &str,
     timestamp_millis: i64,
 ) -> Value {
@@ -163,6 +164,9 @@ pub fn check_document(
     metrics.push(("inconsistent", report.inconsistent));
     metrics.push(("repairable", report.repairable));
     metrics.push(("conversations_checked", report.conversations));
+    if let Some(pruned) = applied_keys_pruned {
+        metrics.push(("applied_keys_pruned", pruned));
+    }
     emf(
         namespace,
         timestamp_millis,

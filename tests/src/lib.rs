@@ -201,6 +201,17 @@ impl Mirror {
     }
 
     /// Runs dialect-specific SQL on this mirror.
+    /// How many idempotency keys the ledger holds.
+    pub async fn applied_keys(&self) -> u64 {
+        let sql = "SELECT count(*) FROM mirror_applied_events";
+        let n: i64 = match self.store() {
+            Store::Postgres(pool, _) => sqlx::query_scalar(sql).fetch_one(pool).await,
+            Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await,
+        }
+        .expect("the ledger is readable");
+        n as u64
+    }
+
     pub async fn execute(&self, postgres: &str, sqlite: &str) {
         match self.store() {
             Store::Postgres(pool, _) => sqlx::raw_sql(postgres).execute(pool).await.map(|_| ()),

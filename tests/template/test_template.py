@@ -132,6 +132,18 @@ class Template(unittest.TestCase):
             self.assertEqual(mapping["Properties"]["EventSourceArn"], {"Fn::GetAtt": [f"{family}Queue", "Arn"]})
             self.assertEqual(mapping["Properties"]["FunctionResponseTypes"], ["ReportBatchItemFailures"])
 
+    def test_the_scheduled_check_prunes_applied_keys_older_than_the_retention_parameter(self):
+        """The ledger of applied keys stays bounded without an operator (issue 11)."""
+        param = self.t["Parameters"]["AppliedKeysRetention"]
+        self.assertEqual(param["Default"], "1d")
+        pattern = re.compile(param["AllowedPattern"])
+        for good in ("off", "14d", "36h", "90m"):
+            self.assertTrue(pattern.match(good), good)
+        for bad in ("14 days", "", "5s"):
+            self.assertFalse(pattern.match(bad), bad)
+        variables = self.r["MirrorCheckFunction"]["Properties"]["Environment"]["Variables"]
+        self.assertEqual(variables["MIRROR_APPLIED_KEYS_RETENTION"], {"Ref": "AppliedKeysRetention"})
+
     def test_the_scheduled_self_check_runs_daily_by_default_reads_only_the_secret_and_alarms_on_any_inconsistency(self):
         """Checked on SAM's output too: the schedule becomes an EventBridge rule, disabled by
         CheckSchedule=off."""

@@ -330,7 +330,7 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
                 .ok_or_else(|| format!("--older-than {older_than} reaches before year 1"))?;
             let deleted = opened?
                 .store()
-                .prune_applied_keys(before)
+                .prune_applied_keys(before, None)
                 .await
                 .map_err(|e| e.to_string())?;
             print_json(

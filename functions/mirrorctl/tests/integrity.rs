@@ -690,6 +690,67 @@ async fn the_scheduled_check_publishes_a_count_per_kind_as_emf_metrics() {
     assert_eq!(report["inconsistent"], 7);
 }
 
+/// The applied-key ledger's upkeep (issue 11): the scheduled check deletes the keys older
+/// than MIRROR_APPLIED_KEYS_RETENTION — more than one prune transaction's worth here — and
+/// keeps the newer ones; `off` keeps every key.
+#[tokio::test]
+async fn the_scheduled_check_prunes_applied_keys_older_than_the_retention_and_keeps_the_rest() {
+    const OLD: i64 = 45_000;
+    for mirror in [Mirror::sqlite().await, Mirror::postgres().await] {
+        let events: Vec<Value> = (0..30)
+            .map(|i| serde_json::from_str(&follow_event(i)).unwrap())
+            .collect();
+        assert_eq!(mirror.apply(&events).await.summary().applied, 30);
+        // Keys applied 30 days ago, as a long-running deployment has them.
+        mirror
+            .execute(
+                &format!(
+                    "INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
+                     SELECT 'old-' || i, 'follow.edge.created', 'u/v', 'e', now() - interval '30 days'
+                     FROM generate_series(1, {OLD}) AS i"
+                ),
+                &format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {OLD})
+                     INSERT INTO mirror_applied_events (idempotency_key, event_type, entity_id, event_id, applied_at)
+                     SELECT 'old-' || i, 'follow.edge.created', 'u/v', 'e',
+                            strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-30 days') FROM n"
+                ),
+            )
+            .await;
+        let check = |retention: &str| {
+            let output = Command::new(mirror_tests::workspace_binary("mirror-check"))
+                .env("DATABASE_URL", &mirror.url)
+                .env("MIRROR_APPLIED_KEYS_RETENTION", retention)
+                .env("RUST_LOG", "warn")
+                .env_remove("AWS_LAMBDA_RUNTIME_API")
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let lines: Vec<Value> = String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            (lines[0].clone(), lines[1].clone())
+        };
+        let (_, report) = check("off");
+        assert_eq!(report["appliedKeysPruned"], Value::Null);
+        assert_eq!(mirror.applied_keys().await, OLD as u64 + 30);
+        let (emf, report) = check("14d");
+        assert_eq!(report["appliedKeysPruned"], OLD, "{report}");
+        assert_eq!(emf["applied_keys_pruned"], OLD);
+        assert_eq!(
+            mirror.applied_keys().await,
+            30,
+            "the keys of the last 14 days stay"
+        );
+    }
+}
+
 #[tokio::test]
 async fn repair_racing_live_writers_converges_to_the_rows_of_one_clean_application() {
     // Messages of 40 conversations and the conversations' own changes of participants: the

@@ -875,3 +875,21 @@ pub(super) async fn execute_admin(pool: &PgPool, sql: &str) -> Result<(), StoreE
     sqlx::raw_sql(sql).execute(pool).await?;
     Ok(())
 }
+
+/// Deletes up to `limit` applied keys older than `before`, oldest first; returns how many.
+pub(super) async fn prune_applied_keys(
+    pool: &PgPool,
+    before: Timestamp,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "DELETE FROM mirror_applied_events WHERE idempotency_key IN (
+             SELECT idempotency_key FROM mirror_applied_events WHERE applied_at < $1
+             ORDER BY applied_at LIMIT $2)",
+    )
+    .bind(before.as_datetime())
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}

@@ -610,3 +610,21 @@ pub(super) async fn seen_among(
     .await?;
     Ok(rows.into_iter().collect())
 }
+
+/// Deletes up to `limit` applied keys older than `before`, oldest first; returns how many.
+pub(super) async fn prune_applied_keys(
+    pool: &SqlitePool,
+    before: Timestamp,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    Ok(sqlx::query(
+        "DELETE FROM mirror_applied_events WHERE idempotency_key IN (
+             SELECT idempotency_key FROM mirror_applied_events WHERE applied_at < ?1
+             ORDER BY applied_at LIMIT ?2)",
+    )
+    .bind(before.to_string())
+    .bind(limit)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
