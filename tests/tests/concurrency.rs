@@ -16,26 +16,8 @@ use mirror_tests::realtime_mirror::config::Config;
 use mirror_tests::{canonical, derived_column_disagreements, new_schema, workspace_binary, Mirror};
 use serde_json::{json, Value};
 
-/// A small deterministic generator (splitmix64), so a failing round can be replayed by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            items.swap(i, self.below(i + 1));
-        }
-    }
-}
+/// A small deterministic generator, so a failing round can be replayed by seed.
+use mirror_tests::realtime_mirror::workload::Random as Rng;
 
 fn at(second: usize) -> String {
     format!("2025-03-01T00:{:02}:{:02}Z", second / 60, second % 60)

@@ -648,14 +648,11 @@ async fn a_backfill_killed_halfway_and_resumed_gives_the_rows_of_one_clean_run()
     std::fs::remove_file(source).unwrap();
 }
 
-#[tokio::test]
-async fn the_scheduled_check_publishes_a_count_per_kind_as_emf_metrics() {
-    let mirror = Mirror::sqlite().await;
-    make_wrong(&mirror).await;
+/// The `mirror-check` binary run once outside Lambda: (its EMF document, its report).
+fn mirror_check(database_url: &str, env: &[(&str, &str)]) -> (Value, Value) {
     let output = Command::new(mirror_tests::workspace_binary("mirror-check"))
-        .env("DATABASE_URL", &mirror.url)
-        .env("MIRROR_CHECK_STUB_AGE", "0s")
-        .env("MIRROR_METRICS_NAMESPACE", "RealtimeMirror/test-stack")
+        .env("DATABASE_URL", database_url)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .env_remove("AWS_LAMBDA_RUNTIME_API")
         .output()
@@ -670,7 +667,20 @@ async fn the_scheduled_check_publishes_a_count_per_kind_as_emf_metrics() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let (emf, report) = (&lines[0], &lines[1]);
+    (lines[0].clone(), lines[1].clone())
+}
+
+#[tokio::test]
+async fn the_scheduled_check_publishes_a_count_per_kind_as_emf_metrics() {
+    let mirror = Mirror::sqlite().await;
+    make_wrong(&mirror).await;
+    let (emf, report) = &mirror_check(
+        &mirror.url,
+        &[
+            ("MIRROR_CHECK_STUB_AGE", "0s"),
+            ("MIRROR_METRICS_NAMESPACE", "RealtimeMirror/test-stack"),
+        ],
+    );
     let directive = &emf["_aws"]["CloudWatchMetrics"][0];
     assert_eq!(directive["Namespace"], "RealtimeMirror/test-stack");
     assert_eq!(directive["Dimensions"], json!([["Function"]]));
@@ -717,26 +727,8 @@ async fn the_scheduled_check_prunes_applied_keys_older_than_the_retention_and_ke
                 ),
             )
             .await;
-        let check = |retention: &str| {
-            let output = Command::new(mirror_tests::workspace_binary("mirror-check"))
-                .env("DATABASE_URL", &mirror.url)
-                .env("MIRROR_APPLIED_KEYS_RETENTION", retention)
-                .env("RUST_LOG", "warn")
-                .env_remove("AWS_LAMBDA_RUNTIME_API")
-                .output()
-                .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let lines: Vec<Value> = String::from_utf8(output.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
-            (lines[0].clone(), lines[1].clone())
-        };
+        let check =
+            |retention| mirror_check(&mirror.url, &[("MIRROR_APPLIED_KEYS_RETENTION", retention)]);
         let (_, report) = check("off");
         assert_eq!(report["appliedKeysPruned"], Value::Null);
         assert_eq!(mirror.applied_keys().await, OLD as u64 + 30);
