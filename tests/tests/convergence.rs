@@ -211,15 +211,43 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The oracle's rows and the delivered rows, on two fresh mirrors of one store.
+fn both(
+    postgres: bool,
+    events: &[Value],
+    delivery: &[Value],
+    cuts: &[bool],
+) -> (Snapshot, Snapshot) {
+    runtime().block_on(async {
+        let (reference, subject) = if postgres {
+            (
+                Mirror::postgres_with(config()).await,
+                Mirror::postgres_with(config()).await,
+            )
+        } else {
+            (
+                Mirror::sqlite_in_memory_with(config()).await,
+                Mirror::sqlite_in_memory_with(config()).await,
+            )
+        };
+        (
+            in_order(&reference, events).await,
+            delivered(&subject, delivery, cuts).await,
+        )
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
     #[test]
     fn any_order_duplicates_and_batching_converge_on_sqlite((events, delivery, cuts) in scenario(false)) {
-        let (expected, actual) = runtime().block_on(async {
-            let reference = Mirror::sqlite_in_memory_with(config()).await;
-            let subject = Mirror::sqlite_in_memory_with(config()).await;
-            (in_order(&reference, &events).await, delivered(&subject, &delivery, &cuts).await)
-        });
+        let (expected, actual) = both(false, &events, &delivery, &cuts);
+        prop_assert_eq!(expected, actual);
+    }
+
+    #[test]
+    fn backfill_interleaved_with_live_events_in_any_order_converges_on_sqlite((events, delivery, cuts) in scenario(true)) {
+        let (expected, actual) = both(false, &events, &delivery, &cuts);
         prop_assert_eq!(expected, actual);
     }
 }
@@ -229,37 +257,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
     #[test]
     fn any_order_duplicates_and_batching_converge_on_postgres((events, delivery, cuts) in scenario(false)) {
-        let (expected, actual) = runtime().block_on(async {
-            let reference = Mirror::postgres_with(config()).await;
-            let subject = Mirror::postgres_with(config()).await;
-            (in_order(&reference, &events).await, delivered(&subject, &delivery, &cuts).await)
-        });
+        let (expected, actual) = both(true, &events, &delivery, &cuts);
         prop_assert_eq!(expected, actual);
     }
-}
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
-    #[test]
-    fn backfill_interleaved_with_live_events_in_any_order_converges_on_sqlite((events, delivery, cuts) in scenario(true)) {
-        let (expected, actual) = runtime().block_on(async {
-            let reference = Mirror::sqlite_in_memory_with(config()).await;
-            let subject = Mirror::sqlite_in_memory_with(config()).await;
-            (in_order(&reference, &events).await, delivered(&subject, &delivery, &cuts).await)
-        });
-        prop_assert_eq!(expected, actual);
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
     #[test]
     fn backfill_interleaved_with_live_events_in_any_order_converges_on_postgres((events, delivery, cuts) in scenario(true)) {
-        let (expected, actual) = runtime().block_on(async {
-            let reference = Mirror::postgres_with(config()).await;
-            let subject = Mirror::postgres_with(config()).await;
-            (in_order(&reference, &events).await, delivered(&subject, &delivery, &cuts).await)
-        });
+        let (expected, actual) = both(true, &events, &delivery, &cuts);
         prop_assert_eq!(expected, actual);
     }
 }
