@@ -147,11 +147,7 @@ pub async fn self_check(
     options: &SelfCheckOptions,
     mut details: Option<&mut (dyn Write + Send)>,
 ) -> Result<SelfCheckReport, CheckError> {
-    let stub_before = chrono::Duration::from_std(options.stub_age)
-        .ok()
-        .and_then(|age| Timestamp::now().as_datetime().checked_sub_signed(age))
-        .and_then(Timestamp::new)
-        .unwrap_or_else(Timestamp::now);
+    let stub_before = Timestamp::ago(options.stub_age).unwrap_or_else(Timestamp::now);
     store.analyze().await?;
     let mut found: BTreeMap<Inconsistency, Found> = BTreeMap::new();
     let mut conversations = 0u64;

@@ -80,11 +80,8 @@ pub async fn once(
     let report = check::self_check(processor.store(), options, None).await?;
     let pruned = match retention {
         Some(age) => {
-            let before = chrono::Duration::from_std(age)
-                .ok()
-                .and_then(|age| Timestamp::now().as_datetime().checked_sub_signed(age))
-                .and_then(Timestamp::new)
-                .ok_or("MIRROR_APPLIED_KEYS_RETENTION reaches before year 1")?;
+            let before =
+                Timestamp::ago(age).ok_or("MIRROR_APPLIED_KEYS_RETENTION reaches before year 1")?;
             Some(
                 processor
                     .store()

@@ -84,6 +84,14 @@ impl Timestamp {
         }
     }
 
+    /// `age` before now; `None` when that is before year 1.
+    pub fn ago(age: std::time::Duration) -> Option<Self> {
+        chrono::Duration::from_std(age)
+            .ok()
+            .and_then(|age| Timestamp::now().as_datetime().checked_sub_signed(age))
+            .and_then(Timestamp::new)
+    }
+
     pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
         let parsed = DateTime::parse_from_rfc3339(text)
             .map_err(|e| format!("{:?} is not an RFC 3339 timestamp ({e})", clip(text)))?;

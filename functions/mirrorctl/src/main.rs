@@ -323,10 +323,8 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
         }
         Command::Prune { older_than } => {
             let age = age("--older-than", &older_than)?;
-            let before = Timestamp::now()
-                .as_datetime()
-                .checked_sub_signed(age)
-                .and_then(Timestamp::new)
+            let before = (age.to_std().ok())
+                .and_then(Timestamp::ago)
                 .ok_or_else(|| format!("--older-than {older_than} reaches before year 1"))?;
             let deleted = opened?
                 .store()
