@@ -114,7 +114,8 @@ enum Command {
     /// of its own, removed afterwards. Prints one JSON line: events_per_s, batch latency
     /// (p50, p99, max) and peak RSS. --mode per-event: one transaction per event (the seed
     /// design); --mode ceiling: the server writing the same rows by plain upserts
-    /// (PostgreSQL); --mode all: the three, then a line of ratios. MIRROR_CHUNK_SIZE and MIRROR_MAX_CONNECTIONS apply as for the functions.
+    /// (PostgreSQL); --mode no-ledger: set, with the applied-key ledger's rows discarded
+    /// (what the ledger costs); --mode all: each of them, then a line of ratios. MIRROR_CHUNK_SIZE and MIRROR_MAX_CONNECTIONS apply as for the functions.
     Bench {
         #[arg(long, default_value_t = 10_000)]
         events: usize,

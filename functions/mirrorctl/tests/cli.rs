@@ -432,31 +432,61 @@ async fn bench_applies_a_reproducible_stream_and_leaves_no_scratch_behind() {
 }
 
 #[test]
-fn bench_all_measures_ceiling_set_and_per_event_on_one_stream_and_prints_their_ratios() {
+fn bench_all_measures_ceiling_set_no_ledger_and_per_event_on_one_stream_and_prints_their_ratios() {
     let (code, lines, stderr, _) = bench(
         &mirror_tests::test_database_url(),
         &["--events", "600", "--batch-size", "50", "--mode", "all"],
     );
     assert_eq!(code, 0, "{stderr}");
-    let modes: Vec<&str> = lines[..3]
+    let modes: Vec<&str> = lines[..4]
         .iter()
         .map(|l| l["mode"].as_str().unwrap())
         .collect();
-    assert_eq!(modes, ["ceiling", "set", "per-event"]);
+    assert_eq!(modes, ["ceiling", "set", "no-ledger", "per-event"]);
     assert_eq!(
-        lines[2]["chunk_size"], 1,
+        lines[3]["chunk_size"], 1,
         "per-event: one event a transaction"
     );
+    assert_eq!(
+        lines[1]["applied"], lines[2]["applied"],
+        "without the ledger the same rows are written"
+    );
     let rate = |i: usize| lines[i]["events_per_s"].as_f64().unwrap();
-    let ratios = &lines[3];
+    let ratios = &lines[4];
     assert_eq!(
         ratios["set_over_per_event"].as_f64().unwrap(),
+        (rate(1) / rate(3) * 100.0).round() / 100.0
+    );
+    assert_eq!(
+        ratios["set_over_no_ledger"].as_f64().unwrap(),
         (rate(1) / rate(2) * 100.0).round() / 100.0
     );
     assert!(
         ratios["set_over_ceiling"].as_f64().unwrap() > 0.0,
         "{ratios}"
     );
+}
+
+/// On SQLite `all` has no ceiling to measure: the other three, and no ceiling ratio.
+#[test]
+fn bench_all_on_sqlite_measures_set_no_ledger_and_per_event() {
+    let dir = std::env::temp_dir().join(format!("bench-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/mirror.db", dir.display());
+    let (code, lines, stderr, _) = bench(
+        &url,
+        &["--events", "300", "--batch-size", "50", "--mode", "all"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let modes: Vec<&str> = lines[..3]
+        .iter()
+        .map(|l| l["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["set", "no-ledger", "per-event"]);
+    assert!(lines[3].get("set_over_ceiling").is_none(), "{}", lines[3]);
+    assert!(lines[3]["set_over_no_ledger"].as_f64().unwrap() > 0.0);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "scratch left");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -69,6 +69,17 @@ impl Store {
         }
     }
 
+    /// `mirrorctl bench --mode no-ledger` only, on its scratch store: from now on the rows
+    /// inserted into `mirror_applied_events` are discarded by a trigger.
+    pub async fn discard_applied_keys(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool, _) => {
+                postgres::execute_admin(pool, postgres::DISCARD_APPLIED_KEYS).await
+            }
+            Store::Sqlite(pool) => sqlite::execute_admin(pool, sqlite::DISCARD_APPLIED_KEYS).await,
+        }
+    }
+
     /// Up to `limit` conversation ids after `after`, in key order.
     pub async fn conversation_ids_after(
         &self,

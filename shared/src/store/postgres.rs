@@ -876,6 +876,12 @@ pub(super) async fn execute_admin(pool: &PgPool, sql: &str) -> Result<(), StoreE
     Ok(())
 }
 
+/// `mirrorctl bench --mode no-ledger`: the scratch ledger discards every row inserted.
+pub(super) const DISCARD_APPLIED_KEYS: &str =
+    "CREATE FUNCTION mirror_bench_discard() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+     CREATE TRIGGER mirror_bench_discard BEFORE INSERT ON mirror_applied_events
+         FOR EACH ROW EXECUTE FUNCTION mirror_bench_discard()";
+
 /// Deletes up to `limit` applied keys older than `before`, oldest first; returns how many.
 pub(super) async fn prune_applied_keys(
     pool: &PgPool,

@@ -611,6 +611,17 @@ pub(super) async fn seen_among(
     Ok(rows.into_iter().collect())
 }
 
+/// `mirrorctl bench --mode no-ledger`: the scratch ledger discards every row inserted.
+pub(super) const DISCARD_APPLIED_KEYS: &str =
+    "CREATE TRIGGER mirror_bench_discard BEFORE INSERT ON mirror_applied_events
+     BEGIN SELECT RAISE(IGNORE); END";
+
+/// One statement outside the mirror's rules (`mirrorctl bench`'s scratch file).
+pub(super) async fn execute_admin(pool: &SqlitePool, sql: &str) -> Result<(), StoreError> {
+    sqlx::raw_sql(sql).execute(pool).await?;
+    Ok(())
+}
+
 /// Deletes up to `limit` applied keys older than `before`, oldest first; returns how many.
 pub(super) async fn prune_applied_keys(
     pool: &SqlitePool,
