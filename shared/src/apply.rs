@@ -87,11 +87,14 @@ pub async fn apply(
                 records: (records.into_iter())
                     .map(|r| RecordOutcome::new(r.message_id, Outcome::Failed(reason.clone())))
                     .collect(),
-                conflict_retries: 0,
+                ..BatchOutcome::default()
             },
         };
         outcome.records.append(&mut problems);
         summary.retries += outcome.conflict_retries;
+        if let Some(delivery) = outcome.delivery.take() {
+            (summary.streams.get_or_insert_with(Default::default)).add(delivery);
+        }
         for r in &outcome.records {
             summary.add(r);
             if position.first_failed.is_none() && matches!(r.outcome, Outcome::Failed(_)) {

@@ -3,6 +3,7 @@
 //! `MIRROR_MAX_CONNECTIONS` chunks in flight.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::event::{Event, Family, Limits};
 use crate::rejection::Rejection;
 use crate::store::{Pending, Store, StoreError, Written};
+use crate::streams::Fanout;
 use crate::timestamp::Timestamp;
 
 /// One queue record: an SQS message, or an envelope read from a file.
@@ -124,6 +126,9 @@ pub struct BatchOutcome {
     /// lock not obtained). Locks are taken in one total order, so on PostgreSQL this stays 0;
     /// it is reported so that any regression shows.
     pub conflict_retries: usize,
+    /// What was delivered to the users' Redis Streams after the commit (when
+    /// `MIRROR_REDIS_URL` is set and the outbox was drained).
+    pub delivery: Option<crate::streams::Delivery>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -163,6 +168,10 @@ pub struct Summary {
     /// Where every record's outcome was written (`--details`), when it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// Realtime delivery (with `MIRROR_REDIS_URL`): entries added to the users' streams, and
+    /// the outbox's backlog and last error after the last drain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<crate::streams::DeliveryTotal>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -320,6 +329,10 @@ struct Chunk {
 pub struct Processor {
     store: Store,
     config: Config,
+    /// Realtime delivery, when `MIRROR_REDIS_URL` is set.
+    fanout: Option<Arc<Fanout>>,
+    /// Whether the changes this processor applies are announced (not for backfill).
+    announce: bool,
 }
 
 pub const DEADLINE_REASON: &str =
@@ -329,23 +342,54 @@ pub const DEADLINE_REASON: &str =
 const CONFLICT_ATTEMPTS: u32 = 3;
 
 impl Processor {
+    /// A processor that announces nothing.
     pub fn new(store: Store, config: Config) -> Self {
-        Processor { store, config }
+        Processor {
+            store,
+            config,
+            fanout: None,
+            announce: false,
+        }
     }
 
-    /// Connects (once per process) and, unless `MIRROR_MIGRATE=false`, migrates.
+    /// Connects (once per process) and, unless `MIRROR_MIGRATE=false`, migrates. With
+    /// `MIRROR_REDIS_URL`, the changes it applies are announced ([`crate::streams`]).
     pub async fn connect(config: Config) -> Result<Self, StoreError> {
         let store = Store::connect(&config).await?;
         if config.migrate_on_start {
             store.migrate().await?;
         }
+        let fanout = match &config.streams {
+            None => None,
+            Some(settings) => Some(Arc::new(
+                Fanout::new(settings.clone())
+                    .await
+                    .map_err(StoreError::Unavailable)?,
+            )),
+        };
         tracing::info!(
             database = %config.database_secret_arn.as_deref().map(|arn| format!("secret {arn}")).unwrap_or_else(|| config.database_url.to_string()),
             dialect = store.dialect(),
             max_connections = store.max_connections(),
+            realtime = %config.streams.as_ref().map_or("off".to_string(), |s| s.shown()),
             "store ready"
         );
-        Ok(Processor::new(store, config))
+        Ok(Processor {
+            announce: fanout.is_some(),
+            fanout,
+            ..Processor::new(store, config)
+        })
+    }
+
+    /// The same processor, announcing nothing: for `backfill`, which must not wake every
+    /// device for old messages.
+    pub fn quiet(mut self) -> Self {
+        self.announce = false;
+        self
+    }
+
+    pub fn fanout(&self) -> Option<&Fanout> {
+        self.fanout.as_deref()
     }
 
     pub fn store(&self) -> &Store {
@@ -479,12 +523,28 @@ impl Processor {
                 outcomes[position].outcome = outcome;
             }
         }
-        let batch = BatchOutcome {
+        let mut batch = BatchOutcome {
             records: outcomes,
             conflict_retries,
+            delivery: None,
         };
         log_outcomes(&batch);
+        batch.delivery = self.deliver(&batch).await;
         batch
+    }
+
+    /// After the commits: the outbox to Redis, when this batch announced something or a
+    /// sweep for leftovers is due.
+    async fn deliver(&self, batch: &BatchOutcome) -> Option<crate::streams::Delivery> {
+        let fanout = self.fanout.as_ref().filter(|_| self.announce)?;
+        let announced = batch.records.iter().any(|r| {
+            r.outcome == Outcome::Applied
+                && (r.event_type.as_deref()).is_some_and(|t| t.starts_with("dm.message."))
+        });
+        if !announced && !fanout.sweep_due() {
+            return None;
+        }
+        Some(fanout.drain(&self.store).await)
     }
 
     async fn apply_chunk_until(
@@ -565,7 +625,7 @@ impl Processor {
     ) -> Result<Vec<Written>, StoreError> {
         let mut attempt = 1;
         loop {
-            match self.store.apply(events).await {
+            match self.store.apply_announcing(events, self.announce).await {
                 // The secret may have been rotated since the cold start: read it again, once.
                 Err(StoreError::AuthenticationFailed(reason)) if attempt == 1 => {
                     match self.store.reload_credentials(&self.config).await {

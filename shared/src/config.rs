@@ -88,6 +88,9 @@ pub struct Config {
     /// functions' metrics. The template sets `RealtimeMirror/<stack name>`, so that two
     /// stacks in one account (staging, prod) keep their metrics and alarms apart.
     pub metrics_namespace: String,
+    /// `MIRROR_REDIS_URL` and its companions: realtime delivery to per-user Redis Streams
+    /// ([`crate::streams`]); off (None) unless the URL is set.
+    pub streams: Option<crate::streams::StreamSettings>,
 }
 
 /// Where the database is, when the credentials come from a secret.
@@ -113,6 +116,7 @@ impl Default for Config {
             statement_timeout: Duration::from_secs(20),
             deadline_margin: Duration::from_secs(2),
             metrics_namespace: crate::metrics::NAMESPACE.to_string(),
+            streams: None,
         }
     }
 }
@@ -177,6 +181,7 @@ impl Config {
                 None => defaults.metrics_namespace,
                 Some(v) => namespace("MIRROR_METRICS_NAMESPACE", v.trim())?,
             },
+            streams: crate::streams::StreamSettings::from_lookup(&get)?,
         })
     }
 }

@@ -11,6 +11,8 @@
 //!   `store/sqlite.rs` hold each dialect's SQL) (§3, §4).
 //! - [`batch`]: records → outcomes under the connection cap, and the one rule for what a
 //!   queue keeps.
+//! - [`streams`]: realtime delivery of the message changes that took effect to per-user
+//!   Redis Streams, from the store's transactional outbox; device replay and acknowledgement.
 //!
 //! Adapters:
 //! - [`lambda`]: the SQS-triggered function; [`scheduled`]: the scheduled self-check; [`worker`]: the same processor long-polling SQS;
@@ -43,6 +45,7 @@ pub mod rejection;
 pub mod scheduled;
 pub mod source;
 pub mod store;
+pub mod streams;
 pub mod telemetry;
 pub mod timestamp;
 pub mod worker;

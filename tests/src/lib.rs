@@ -126,19 +126,9 @@ impl Mirror {
 
     /// Applies envelopes as one batch of records `r0`, `r1`, … (no receive count).
     pub async fn apply(&self, events: &[Value]) -> BatchOutcome {
-        let records = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Record {
-                message_id: format!("r{i}"),
-                body: Some(match e {
-                    Value::String(raw) => raw.clone(),
-                    other => other.to_string(),
-                }),
-                receive_count: None,
-            })
-            .collect();
-        self.processor.process(records, Route::AllFamilies).await
+        self.processor
+            .process(records(events), Route::AllFamilies)
+            .await
     }
 
     /// Applies envelopes, each in a batch of its own, in order.
@@ -224,6 +214,22 @@ impl Mirror {
 /// A canonical envelope.
 pub fn canonical(event_type: &str, occurred_at: &str, payload: Value) -> Value {
     json!({ "eventType": event_type, "occurredAt": occurred_at, "payload": payload })
+}
+
+/// Envelopes as a batch of records `r0`, `r1`, … (no receive count); a string is sent as is.
+pub fn records(events: &[Value]) -> Vec<Record> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Record {
+            message_id: format!("r{i}"),
+            body: Some(match e {
+                Value::String(raw) => raw.clone(),
+                other => other.to_string(),
+            }),
+            receive_count: None,
+        })
+        .collect()
 }
 
 /// A `dm.message.created` envelope at `created_at` (also its occurredAt).
@@ -764,6 +770,127 @@ impl Drop for PrivateCluster {
             ])
             .stdout(std::process::Stdio::null())
             .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The Redis the realtime tests use: `TEST_REDIS_URL`, or the machine's own on 6379.
+pub fn test_redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A name no other test (or earlier run) uses: for users and devices on the shared Redis.
+pub fn unique_name(prefix: &str) -> String {
+    unique(prefix)
+}
+
+impl Mirror {
+    /// A processor on this mirror that announces to the Redis at `redis_url`, as a function
+    /// with `MIRROR_REDIS_URL` set would.
+    pub async fn announcing(&self, redis_url: &str, config: Config) -> Processor {
+        let config = Config {
+            database_url: realtime_mirror::config::DatabaseUrl::new(self.url.clone()),
+            migrate_on_start: false,
+            streams: Some(
+                realtime_mirror::streams::StreamSettings::new(redis_url).expect("a Redis URL"),
+            ),
+            ..config
+        };
+        Processor::connect(config)
+            .await
+            .expect("the announcing processor connects")
+    }
+}
+
+/// A Redis server of a test's own (so that stopping it disturbs nothing else), on a free
+/// port, appending every write to a file in its directory so that a restart keeps the data.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let dir = std::env::temp_dir().join(unique("mirror_redis"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut redis = PrivateRedis {
+            port,
+            dir,
+            child: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again), and waits until it answers.
+    pub fn resume(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (Debian package redis-server)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!(
+            "the private redis-server did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Stops the server (SIGTERM: it finishes its append-only file first) and waits.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is
+    /// answered.
+    pub fn freeze(&self, frozen: bool) {
+        if let Some(child) = &self.child {
+            signal(child.id(), if frozen { "STOP" } else { "CONT" });
+        }
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.freeze(false);
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -147,6 +147,12 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Inspect, replay or purge a dead-letter queue.
+    /// Realtime delivery to per-user Redis Streams (MIRROR_REDIS_URL): read a user's stream,
+    /// replay what a device missed, acknowledge, deliver the outbox now. See docs/streams.md.
+    Stream {
+        #[command(subcommand)]
+        action: StreamAction,
+    },
     Dlq {
         /// The dead-letter queue.
         #[arg(long, env = "MIRROR_DLQ_URL")]
@@ -154,6 +160,37 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+}
+
+#[derive(Subcommand)]
+enum StreamAction {
+    /// Print up to --count entries of USER's stream (stream:user:{USER}) after --after
+    /// (from the oldest kept without it), one JSON line each: id, type, messageId,
+    /// conversationId, senderId, version, ts.
+    Tail {
+        user: String,
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+    },
+    /// What device --device of USER missed since its last acknowledged id
+    /// (device:{D}:lastSeen), as one JSON object: {"replay":"entries","after":…,"entries":[…]},
+    /// or, when entries it missed were trimmed away, the stream was lost or the device never
+    /// acknowledged anything, {"replay":"resync","reason":…,"resumeFrom":…} and exit code 3:
+    /// the device must load from SQL, then acknowledge resumeFrom.
+    Replay {
+        user: String,
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
+    /// Record that DEVICE has seen every entry up to ID (never moves its last seen id back).
+    Ack { device: String, id: String },
+    /// Deliver what waits in the outbox now (left by a crash between commit and XADD, or by
+    /// a Redis outage), and print what was delivered and what is left.
+    Drain,
 }
 
 #[derive(Subcommand)]
@@ -232,7 +269,11 @@ async fn run(cli: Cli) -> Result<u8, String> {
         | Command::Prune { .. }
         | Command::Repair { .. }
         | Command::Check { .. }
-        | Command::Backfill { .. } => database(cli.database_url, config, cli.command).await,
+        | Command::Backfill { .. }
+        | Command::Stream {
+            action: StreamAction::Drain,
+        } => database(cli.database_url, config, cli.command).await,
+        Command::Stream { action } => stream(&config, action).await,
         Command::Publish { queue_url, paths } => {
             let inputs = inputs::read_paths(&paths);
             let client = realtime_mirror::queue::client_from_env().await;
@@ -292,6 +333,40 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 .await
                 .map_err(|e| e.to_string())
         }
+    }
+}
+
+async fn stream(config: &Config, action: StreamAction) -> Result<u8, String> {
+    use realtime_mirror::streams;
+    let settings =
+        (config.streams.clone()).ok_or("MIRROR_REDIS_URL is not set: realtime delivery is off")?;
+    let fanout = streams::Fanout::new(settings).await?;
+    let mut connection = fanout.connection().await?;
+    match action {
+        StreamAction::Tail { user, after, count } => {
+            for entry in streams::tail(&mut connection, &user, after.as_deref(), count).await? {
+                print_json(&entry);
+            }
+            Ok(0)
+        }
+        StreamAction::Replay {
+            user,
+            device,
+            count,
+        } => {
+            let replay = streams::replay(&mut connection, &user, &device, count).await?;
+            print_json(&replay);
+            Ok(match replay {
+                streams::Replay::Entries { .. } => 0,
+                streams::Replay::Resync { .. } => 3,
+            })
+        }
+        StreamAction::Ack { device, id } => {
+            let stored = streams::ack(&mut connection, &device, &id).await?;
+            print_json(&serde_json::json!({ "device": device, "lastSeen": stored }));
+            Ok(0)
+        }
+        StreamAction::Drain => unreachable!("drain needs the database"),
     }
 }
 
@@ -407,7 +482,8 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             details,
             progress_every,
         } => {
-            let processor = opened?;
+            // Backfill announces nothing: old messages must not wake every device.
+            let processor = opened?.quiet();
             let mut file = details.as_deref().map(create_details).transpose()?;
             let out = file.as_mut().map(|f| f as &mut (dyn Write + Send));
             let items =
@@ -431,6 +507,15 @@ async fn database(url: String, mut config: Config, command: Command) -> Result<u
             summary.details = details.map(|p| p.display().to_string());
             print_json(&summary);
             Ok(summary.exit_code() as u8)
+        }
+        Command::Stream { .. } => {
+            let processor = opened?;
+            let fanout = processor
+                .fanout()
+                .ok_or("MIRROR_REDIS_URL is not set: realtime delivery is off")?;
+            let delivery = fanout.drain(processor.store()).await;
+            print_json(&delivery);
+            Ok(if delivery.error.is_some() { 1 } else { 0 })
         }
         Command::Dump => {
             let snapshot = opened?

@@ -17,6 +17,7 @@
 mod connect;
 mod error;
 mod integrity;
+mod outbox;
 mod plan;
 mod postgres;
 mod rows;
@@ -31,6 +32,7 @@ use sqlx::{PgPool, SqlitePool};
 pub use connect::{PgSettings, PreparedStatements};
 pub use error::StoreError;
 pub use integrity::{Comparer, Comparison};
+pub use outbox::{Announcement, Backlog, OutboxLease};
 pub use plan::plan;
 pub use snapshot::Snapshot;
 pub use transaction::Repaired;
@@ -101,12 +103,23 @@ impl Store {
     }
 
     /// Applies one chunk of events of one family in one transaction; on error nothing of the
-    /// chunk is committed.
+    /// chunk is committed. Announces nothing.
     pub async fn apply(&self, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
+        self.apply_announcing(chunk, false).await
+    }
+
+    /// As [`Store::apply`]; with `announce`, the same transaction writes an outbox row for
+    /// every message change that took effect and every user it concerns
+    /// ([`Store::lease_outbox`]).
+    pub async fn apply_announcing(
+        &self,
+        chunk: &[Pending],
+        announce: bool,
+    ) -> Result<Vec<Written>, StoreError> {
         if chunk.is_empty() {
             return Ok(Vec::new());
         }
-        match self.transact(Work::Apply(chunk)).await? {
+        match self.transact(Work::Apply(chunk, announce)).await? {
             Done::Written(written) => Ok(written),
             Done::Repaired(_) => unreachable!("apply writes events"),
         }

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::{Query, QueryAs};
 use sqlx::{FromRow, PgConnection, PgPool, Postgres};
 
+use super::outbox::{Announcement, Backlog, Change};
 use super::rows::{entity_key, key_parts, ConversationRow, FollowEdgeRow, MessageRow};
 use super::snapshot::{Kind, Table};
 use super::StoreError;
@@ -898,4 +899,138 @@ pub(super) async fn prune_applied_keys(
     .execute(pool)
     .await?
     .rows_affected())
+}
+
+/// The authors of these messages as stored (`conversation_id`, `message_id` pairs): a
+/// delete's announcement names the sender the tombstone no longer holds.
+pub(super) async fn message_authors(
+    tx: &mut PgTx<'_>,
+    keys: &[(&str, &str)],
+) -> Result<HashMap<(String, String), String>, StoreError> {
+    let conversations: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let messages: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let rows: Vec<(String, String, String)> = tx
+        .query_as(
+            "SELECT m.conversation_id, m.message_id, m.author_id
+             FROM UNNEST($1::text[], $2::text[]) AS u(c, m)
+             JOIN dm_messages m ON m.conversation_id = u.c AND m.message_id = u.m
+             WHERE m.author_id IS NOT NULL",
+        )
+        .bind(&conversations)
+        .bind(&messages)
+        .fetch_all(&mut *tx.connection)
+        .await?;
+    Ok(rows.into_iter().map(|(c, m, a)| ((c, m), a)).collect())
+}
+
+/// One outbox row per change and per user to notify: the conversation's participants and
+/// the sender, each once, in the order of `changes`.
+pub(super) async fn enqueue_announcements(
+    tx: &mut PgTx<'_>,
+    changes: &[Change<'_>],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    tx.query(
+        "INSERT INTO mirror_stream_outbox (user_id, kind, conversation_id, message_id, sender_id,
+             version, enqueued_at)
+         SELECT u.user_id, m.kind, m.conversation_id, m.message_id, m.sender_id, m.version, $1
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY
+              AS m(kind, conversation_id, message_id, sender_id, version, n)
+         LEFT JOIN dm_conversations c ON c.conversation_id = m.conversation_id
+         CROSS JOIN LATERAL (
+             SELECT p COLLATE \"C\" FROM unnest(c.participant_ids) AS p
+             UNION
+             SELECT m.sender_id COLLATE \"C\" WHERE m.sender_id <> ''
+         ) AS u(user_id)
+         ORDER BY m.n, u.user_id",
+    )
+    .bind(at.as_datetime())
+    .bind(column(changes, |c| c.kind))
+    .bind(column(changes, |c| c.conversation_id))
+    .bind(column(changes, |c| c.message_id))
+    .bind(column(changes, |c| c.sender_id.as_str()))
+    .bind(column(changes, |c| c.version.as_str()))
+    .execute(&mut *tx.connection)
+    .await?;
+    Ok(())
+}
+
+/// Any number for the transaction-level advisory lock every outbox drainer takes.
+const OUTBOX_LOCK: i64 = 0x6d69_7272_6f72_0003;
+
+type AnnouncementRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    DateTime<Utc>,
+);
+
+fn announcement(row: AnnouncementRow) -> Announcement {
+    let (id, user_id, kind, conversation_id, message_id, sender_id, version, at) = row;
+    Announcement {
+        id,
+        user_id,
+        kind,
+        conversation_id,
+        message_id,
+        sender_id,
+        version,
+        enqueued_at: Timestamp::new(at).unwrap_or_else(Timestamp::now),
+    }
+}
+
+pub(super) async fn lease_outbox(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    limit: i64,
+) -> Result<Vec<Announcement>, StoreError> {
+    // A drainer stuck behind another for this long gives up; its rows wait for the next.
+    sqlx::query("SET LOCAL lock_timeout = '10s'")
+        .persistent(false)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .persistent(false)
+        .bind(OUTBOX_LOCK)
+        .execute(&mut **tx)
+        .await?;
+    let rows: Vec<AnnouncementRow> = sqlx::query_as(
+        "SELECT id, user_id, kind, conversation_id, message_id, sender_id, version, enqueued_at
+         FROM mirror_stream_outbox ORDER BY id LIMIT $1",
+    )
+    .persistent(false)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(announcement).collect())
+}
+
+pub(super) async fn delete_outbox(
+    tx: &mut sqlx::Transaction<'static, Postgres>,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM mirror_stream_outbox WHERE id = ANY($1)")
+        .persistent(false)
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, StoreError> {
+    let (rows, oldest): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT count(*), min(enqueued_at) FROM mirror_stream_outbox")
+            .persistent(false)
+            .fetch_one(pool)
+            .await?;
+    Ok(Backlog {
+        rows: rows as u64,
+        oldest: oldest.and_then(Timestamp::new),
+    })
 }

@@ -7,10 +7,11 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sqlx::{Connection, SqliteConnection};
 
+use super::outbox::Change;
 use super::plan::plan;
 use super::rows::{conversation_ids, ConversationRow, FollowEdgeRow, MessageRow};
 use super::{postgres, sqlite, Pending, PreparedStatements, Store, StoreError, Written};
-use crate::event::{EntityKey, Event, Family, Rank};
+use crate::event::{Action, EntityKey, Event, Family, Rank};
 use crate::timestamp::Timestamp;
 
 impl Store {
@@ -103,7 +104,8 @@ macro_rules! dispatch {
 
 /// What one transaction does.
 pub(super) enum Work<'a> {
-    Apply(&'a [Pending]),
+    /// A chunk, and whether its message changes are announced (written to the outbox).
+    Apply(&'a [Pending], bool),
     /// Conversation ids, sorted and distinct.
     Repair(&'a [String]),
 }
@@ -116,7 +118,7 @@ pub(super) enum Done {
 impl Work<'_> {
     async fn run(self, tx: &mut Tx<'_>) -> Result<Done, StoreError> {
         match self {
-            Work::Apply(chunk) => apply_in(tx, chunk).await.map(Done::Written),
+            Work::Apply(chunk, announce) => apply_in(tx, chunk, announce).await.map(Done::Written),
             Work::Repair(ids) => {
                 // The writers' locks, in their order: conversations first, in key order.
                 let conversations = dispatch!(tx, lock_existing_conversations(ids))?;
@@ -144,7 +146,11 @@ pub struct Repaired {
     pub messages_changed: u64,
 }
 
-async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, StoreError> {
+async fn apply_in(
+    tx: &mut Tx<'_>,
+    chunk: &[Pending],
+    announce: bool,
+) -> Result<Vec<Written>, StoreError> {
     let family = chunk[0].event.family();
     debug_assert!(chunk.iter().all(|p| p.event.family() == family));
     let (mut written, winners) = plan(chunk);
@@ -162,9 +168,38 @@ async fn apply_in(tx: &mut Tx<'_>, chunk: &[Pending]) -> Result<Vec<Written>, St
             // conversation, so the summaries below see all committed messages.
             dispatch!(tx, lock_conversations(&conversations, mirrored_at))?;
             let rows: Vec<MessageRow> = winners.iter().map(|p| MessageRow::new(p)).collect();
+            // A tombstone keeps no author: a delete's announcement names the stored one.
+            let deleted: Vec<(&str, &str)> = (rows.iter())
+                .filter(|r| announce && r.author_id.is_none())
+                .map(|r| (r.conversation_id, r.message_id))
+                .collect();
+            let authors = if deleted.is_empty() {
+                HashMap::new()
+            } else {
+                dispatch!(tx, message_authors(&deleted))?
+            };
             let applied = dispatch!(tx, upsert_messages(&rows, mirrored_at))?;
             let touched = conversation_ids(applied.iter());
             dispatch!(tx, refresh_conversations(&touched))?;
+            if announce {
+                let mut changes: Vec<Change> = (rows.iter().zip(&winners))
+                    .filter(|(_, p)| applied.contains(&p.event.key))
+                    .map(|(row, p)| {
+                        let key = (row.conversation_id.to_string(), row.message_id.to_string());
+                        let created = p.event.event_type.action == Action::Created;
+                        Change::new(row, created, authors.get(&key).map(String::as_str))
+                    })
+                    .collect();
+                // Per conversation in version order, as the changes happened.
+                changes.sort_by(|a, b| {
+                    (a.conversation_id, &a.version, a.message_id).cmp(&(
+                        b.conversation_id,
+                        &b.version,
+                        b.message_id,
+                    ))
+                });
+                dispatch!(tx, enqueue_announcements(&changes, mirrored_at))?;
+            }
             applied
         }
         Family::DmConversation => {

@@ -1,0 +1,629 @@
+//! Realtime delivery (issue 12): every message change that took effect reaches the stream of
+//! every user it concerns, once, in commit order per conversation; nothing else does; a Redis
+//! outage or a crash between commit and XADD loses nothing; devices replay exactly what they
+//! missed, or are told to resync when it was trimmed away. Against the machine's Redis on
+//! 127.0.0.1:6379 (unique user names per test) and, where a test stops Redis, a private one.
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mirror_tests::{
+    canonical, conversation, message, test_redis_url, unique_name, Mirror, PrivateRedis,
+};
+use realtime_mirror::streams::{self, Entry, Fanout, Replay, StreamSettings};
+use realtime_mirror::{Config, Outcome, Processor};
+use serde_json::{json, Value};
+
+async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    Fanout::new(StreamSettings::new(url).unwrap())
+        .await
+        .unwrap()
+        .connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"))
+}
+
+async fn entries(url: &str, user: &str) -> Vec<Entry> {
+    streams::tail(&mut connection(url).await, user, None, 1_000_000)
+        .await
+        .unwrap()
+}
+
+/// (type, messageId, version) of each entry, in stream order.
+async fn seen(url: &str, user: &str) -> Vec<(String, String, String)> {
+    entries(url, user)
+        .await
+        .into_iter()
+        .map(|e| {
+            (
+                e.fields["type"].clone(),
+                e.fields["messageId"].clone(),
+                e.fields["version"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn edit(conversation: &str, id: &str, author: &str, body: &str, at: &str) -> Value {
+    canonical(
+        "dm.message.updated",
+        at,
+        json!({ "conversationId": conversation, "messageId": id, "authorId": author,
+                "body": body, "createdAt": "2025-10-08T12:00:00Z", "updatedAt": at }),
+    )
+}
+
+fn remove(conversation: &str, id: &str, at: &str) -> Value {
+    json!({ "eventType": "dm.message.deleted", "occurredAt": at,
+            "payload": { "conversationId": conversation, "messageId": id, "deletedAt": at } })
+}
+
+async fn both() -> [Mirror; 2] {
+    [Mirror::sqlite().await, Mirror::postgres().await]
+}
+
+#[tokio::test]
+async fn every_applied_message_change_appears_once_per_participant_in_commit_order() {
+    let redis = test_redis_url();
+    for mirror in both().await {
+        let (a, b, c) = (unique_name("a"), unique_name("b"), unique_name("c"));
+        let processor = mirror.announcing(&redis, Config::default()).await;
+        let conv = unique_name("conv");
+        let t = |m: u32| format!("2025-10-08T12:{m:02}:00Z");
+        // The conversation first: a message applied before it (in another chunk of the same
+        // batch, or by the other function) finds a stub and notifies only its author.
+        mirror.apply(&[conversation(&conv, &[&a, &b], &t(0))]).await;
+        let outcome = processor
+            .process(
+                mirror_tests::records(&[
+                    message(&conv, "m1", &a, "hello", &t(1)),
+                    message(&conv, "m2", &b, "hi", &t(2)),
+                ]),
+                realtime_mirror::Route::AllFamilies,
+            )
+            .await;
+        assert_eq!(outcome.counts().applied, 2);
+        assert_eq!(
+            outcome.delivery.as_ref().unwrap().delivered,
+            4,
+            "two users × two messages"
+        );
+        processor
+            .process(
+                mirror_tests::records(&[edit(&conv, "m1", &a, "hello!", &t(3))]),
+                realtime_mirror::Route::AllFamilies,
+            )
+            .await;
+        processor
+            .process(
+                mirror_tests::records(&[remove(&conv, "m2", &t(4))]),
+                realtime_mirror::Route::AllFamilies,
+            )
+            .await;
+        let expected = vec![
+            (
+                "message.created".to_string(),
+                "m1".to_string(),
+                "2025-10-08T12:01:00.000000Z".to_string(),
+            ),
+            (
+                "message.created".into(),
+                "m2".into(),
+                "2025-10-08T12:02:00.000000Z".into(),
+            ),
+            (
+                "message.updated".into(),
+                "m1".into(),
+                "2025-10-08T12:03:00.000000Z".into(),
+            ),
+            (
+                "message.deleted".into(),
+                "m2".into(),
+                "2025-10-08T12:04:00.000000Z".into(),
+            ),
+        ];
+        assert_eq!(seen(&redis, &a).await, expected, "{}", mirror.url);
+        assert_eq!(seen(&redis, &b).await, expected, "{}", mirror.url);
+        assert!(seen(&redis, &c).await.is_empty());
+        // Pointers only, and the delete names the sender the tombstone no longer holds.
+        let last = entries(&redis, &a).await.pop().unwrap();
+        let fields: Vec<&str> = last.fields.keys().map(String::as_str).collect();
+        assert_eq!(
+            fields,
+            [
+                "conversationId",
+                "messageId",
+                "senderId",
+                "ts",
+                "type",
+                "version"
+            ]
+        );
+        assert_eq!(last.fields["senderId"], b);
+        assert_eq!(last.fields["conversationId"], conv);
+    }
+}
+
+/// A message whose conversation is not mirrored yet (a stub): its author hears it, nobody
+/// else can be known; once the participants are known, they hear the next changes.
+#[tokio::test]
+async fn a_message_of_a_stub_conversation_is_announced_to_its_author() {
+    let redis = test_redis_url();
+    for mirror in both().await {
+        let (a, b) = (unique_name("a"), unique_name("b"));
+        let conv = unique_name("conv");
+        let processor = mirror.announcing(&redis, Config::default()).await;
+        let apply = |events: Vec<Value>| {
+            let processor = &processor;
+            async move {
+                processor
+                    .process(
+                        mirror_tests::records(&events),
+                        realtime_mirror::Route::AllFamilies,
+                    )
+                    .await
+            }
+        };
+        apply(vec![message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z")]).await;
+        assert_eq!(seen(&redis, &a).await.len(), 1);
+        assert!(seen(&redis, &b).await.is_empty());
+        apply(vec![conversation(&conv, &[&a, &b], "2025-10-08T12:02:00Z")]).await;
+        apply(vec![message(&conv, "m2", &a, "y", "2025-10-08T12:03:00Z")]).await;
+        assert_eq!(seen(&redis, &a).await.len(), 2);
+        assert_eq!(seen(&redis, &b).await.len(), 1, "{}", mirror.url);
+    }
+}
+
+#[tokio::test]
+async fn duplicates_stale_and_rejected_events_produce_no_entry() {
+    let redis = test_redis_url();
+    for mirror in both().await {
+        let (a, b) = (unique_name("a"), unique_name("b"));
+        let conv = unique_name("conv");
+        let processor = mirror.announcing(&redis, Config::default()).await;
+        mirror
+            .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T12:00:00Z")])
+            .await;
+        let first = vec![
+            message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z"),
+            edit(&conv, "m1", &a, "y", "2025-10-08T12:05:00Z"),
+        ];
+        processor
+            .process(
+                mirror_tests::records(&first),
+                realtime_mirror::Route::AllFamilies,
+            )
+            .await;
+        let before = seen(&redis, &a).await;
+        assert_eq!(before.len(), 1, "one chunk, one winner: the edit");
+        let again = vec![
+            first[1].clone(),
+            edit(&conv, "m1", &a, "older", "2025-10-08T12:03:00Z"),
+            json!({"eventType": "dm.message.created", "payload": {"conversationId": conv}}),
+        ];
+        let outcome = processor
+            .process(
+                mirror_tests::records(&again),
+                realtime_mirror::Route::AllFamilies,
+            )
+            .await;
+        let outcomes: Vec<&Outcome> = outcome.records.iter().map(|r| &r.outcome).collect();
+        assert_eq!(outcomes[0], &Outcome::Duplicate);
+        assert_eq!(outcomes[1], &Outcome::Stale);
+        assert!(matches!(outcomes[2], Outcome::Rejected(_)));
+        assert_eq!(seen(&redis, &a).await, before, "{}", mirror.url);
+        assert_eq!(seen(&redis, &b).await, before);
+    }
+}
+
+#[tokio::test]
+async fn backfill_and_a_quiet_processor_announce_nothing() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let a = unique_name("a");
+    let conv = unique_name("conv");
+    let quiet = mirror.announcing(&redis, Config::default()).await.quiet();
+    quiet
+        .process(
+            mirror_tests::records(&[message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z")]),
+            realtime_mirror::Route::AllFamilies,
+        )
+        .await;
+    assert!(seen(&redis, &a).await.is_empty());
+    assert_eq!(mirror.store().outbox_backlog().await.unwrap().rows, 0);
+
+    // mirrorctl backfill with MIRROR_REDIS_URL set: the rows, no entry.
+    let dir = std::env::temp_dir().join(unique_name("backfill"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("source.jsonl");
+    let document = json!({"family": "dm.message", "document": {"conversationId": conv,
+        "messageId": "m2", "authorId": a, "body": "old", "createdAt": "2025-10-08T12:02:00Z",
+        "updatedAt": "2025-10-08T12:02:00Z"}});
+    std::fs::write(&source, format!("{document}\n")).unwrap();
+    let output = Command::new(env_bin("mirrorctl"))
+        .args(["backfill", "--source", source.to_str().unwrap()])
+        .env("DATABASE_URL", &mirror.url)
+        .env("MIRROR_REDIS_URL", &redis)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        mirror.find("dm_messages", &[&conv, "m2"]).await.is_some(),
+        "backfilled"
+    );
+    assert!(seen(&redis, &a).await.is_empty(), "backfill announced");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn env_bin(name: &str) -> std::path::PathBuf {
+    mirror_tests::workspace_binary(name)
+}
+
+/// Redis stopped mid-stream: the SQL apply goes on, the outbox keeps the changes, and when
+/// Redis is back every change is delivered, once.
+#[tokio::test]
+async fn redis_stopped_mid_stream_then_restarted_loses_nothing() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    for mirror in both().await {
+        let (a, b) = (unique_name("a"), unique_name("b"));
+        let conv = unique_name("conv");
+        let processor = mirror.announcing(&url, Config::default()).await;
+        let batch = |from: u32, to: u32| -> Vec<Value> {
+            (from..to)
+                .map(|i| {
+                    message(
+                        &conv,
+                        &format!("m{i:03}"),
+                        &a,
+                        "x",
+                        &format!("2025-10-08T12:{:02}:{:02}Z", i / 60, i % 60),
+                    )
+                })
+                .collect()
+        };
+        let process = |events: Vec<Value>| {
+            let processor = &processor;
+            async move {
+                processor
+                    .process(
+                        mirror_tests::records(&events),
+                        realtime_mirror::Route::AllFamilies,
+                    )
+                    .await
+            }
+        };
+        process(vec![conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")]).await;
+        process(batch(0, 20)).await;
+        redis.stop();
+        let during = process(batch(20, 40)).await;
+        assert_eq!(
+            during.counts().applied,
+            20,
+            "the mirror goes on without Redis"
+        );
+        let delivery = during.delivery.expect("a drain was attempted");
+        assert!(delivery.error.is_some(), "{delivery:?}");
+        assert_eq!(delivery.backlog, 40, "20 messages × 2 users wait");
+        process(batch(40, 50)).await;
+        redis.resume();
+        tokio::time::sleep(streams::RETRY_AFTER + Duration::from_millis(200)).await;
+        let after = process(batch(50, 60)).await;
+        let delivery = after.delivery.unwrap();
+        assert_eq!(delivery.error, None);
+        assert_eq!(delivery.backlog, 0);
+        for user in [&a, &b] {
+            let ids: Vec<String> = seen(&url, user).await.into_iter().map(|s| s.1).collect();
+            let expected: Vec<String> = (0..60).map(|i| format!("m{i:03}")).collect();
+            assert_eq!(ids, expected, "{}: every change once, in order", mirror.url);
+        }
+    }
+}
+
+/// `mirrorctl apply` SIGKILLed after its commit while its XADD waits on a frozen Redis: the
+/// rows stay in the outbox, and the next drain (here `mirrorctl stream drain`, as any
+/// invocation's sweep would) delivers them. Delivery is at least once: a consumer that
+/// deduplicates by messageId + version sees each change exactly once.
+#[tokio::test]
+async fn a_process_killed_between_commit_and_xadd_is_covered_by_the_leftover_sweep() {
+    let redis = PrivateRedis::start();
+    let url = redis.url();
+    let mirror = Mirror::postgres().await;
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    let conv = unique_name("conv");
+    let dir = std::env::temp_dir().join(unique_name("killed"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("events.jsonl");
+    mirror
+        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
+        .await;
+    let lines: Vec<String> = (0..50)
+        .map(|i| {
+            message(
+                &conv,
+                &format!("m{i:03}"),
+                &a,
+                "x",
+                &format!("2025-10-08T12:00:{i:02}Z"),
+            )
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    redis.freeze(true);
+    let mut child = Command::new(env_bin("mirrorctl"))
+        .args(["apply", file.to_str().unwrap()])
+        .env("DATABASE_URL", &mirror.url)
+        .env("MIRROR_REDIS_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut committed = 0;
+    for _ in 0..400 {
+        committed = mirror.store().outbox_backlog().await.unwrap().rows;
+        if committed == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(committed, 100, "the apply committed its outbox rows");
+    assert!(child.try_wait().unwrap().is_none(), "it waits on Redis");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    redis.freeze(false);
+    assert_eq!(mirror.rows("dm_messages").await.len(), 50);
+
+    let output = Command::new(env_bin("mirrorctl"))
+        .args(["stream", "drain"])
+        .env("DATABASE_URL", &mirror.url)
+        .env("MIRROR_REDIS_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["backlog"], 0, "{report}");
+    for user in [&a, &b] {
+        let got = seen(&url, user).await;
+        let distinct: Vec<&(String, String, String)> = {
+            let mut once = HashSet::new();
+            got.iter()
+                .filter(|s| once.insert((s.1.clone(), s.2.clone())))
+                .collect()
+        };
+        let ids: Vec<&str> = distinct.iter().map(|s| s.1.as_str()).collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("m{i:03}")).collect();
+        assert_eq!(ids, expected, "every change, in order, after deduplication");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Several processes applying one conversation's messages at once on one PostgreSQL: every
+/// user's stream shows each message's versions only increasing (a device applying entries in
+/// order ends on the latest), all users see the conversation's changes in one order, and
+/// nothing is missing.
+#[tokio::test]
+async fn several_writers_announce_each_conversations_changes_in_one_commit_order() {
+    let redis = test_redis_url();
+    let mirror = Mirror::postgres().await;
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    let conv = unique_name("conv");
+    let dir = std::env::temp_dir().join(unique_name("writers"));
+    std::fs::create_dir_all(&dir).unwrap();
+    mirror
+        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
+        .await;
+    // 4 files, each with edits of the same 20 messages at interleaved versions.
+    let mut children = Vec::new();
+    for writer in 0..4u32 {
+        let lines: Vec<String> = (0..20)
+            .flat_map(|m| {
+                let conv = conv.clone();
+                let a = a.clone();
+                (0..5u32).map(move |k| {
+                    let second = k * 4 + writer;
+                    edit(
+                        &conv,
+                        &format!("m{m:02}"),
+                        &a,
+                        "x",
+                        &format!("2025-10-08T12:{m:02}:{second:02}Z"),
+                    )
+                    .to_string()
+                })
+            })
+            .collect();
+        let file = dir.join(format!("w{writer}.jsonl"));
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        children.push(
+            Command::new(env_bin("mirrorctl"))
+                .args(["apply", file.to_str().unwrap()])
+                .env("DATABASE_URL", &mirror.url)
+                .env("MIRROR_REDIS_URL", &redis)
+                .env("MIRROR_CHUNK_SIZE", "7")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let conversation_order = |entries: &[(String, String, String)]| entries.to_vec();
+    let seen_a = seen(&redis, &a).await;
+    let seen_b = seen(&redis, &b).await;
+    assert_eq!(conversation_order(&seen_a), conversation_order(&seen_b));
+    let mut last: BTreeMap<&str, &str> = BTreeMap::new();
+    for (_, id, version) in &seen_a {
+        if let Some(before) = last.insert(id, version) {
+            assert!(
+                version.as_str() > before,
+                "{id}: {version} announced after {before}"
+            );
+        }
+    }
+    assert_eq!(last.len(), 20);
+    for (id, version) in &last {
+        assert!(
+            version.ends_with(":19.000000Z"),
+            "{id} ends on its latest version, not {version}"
+        );
+    }
+    assert_eq!(mirror.store().outbox_backlog().await.unwrap().rows, 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `MAXLEN ~ N` keeps a stream near N entries; a device whose last seen id was trimmed away
+/// is told to resync, never handed a replay with a hole; one that is within the kept range
+/// replays exactly what it missed; acknowledgements never move back.
+#[tokio::test]
+async fn maxlen_trimming_holds_and_replay_returns_exactly_what_a_device_missed() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let a = unique_name("a");
+    let conv = unique_name("conv");
+    let mut settings = StreamSettings::new(&redis).unwrap();
+    settings.maxlen = 100;
+    let config = Config {
+        database_url: realtime_mirror::config::DatabaseUrl::new(mirror.url.clone()),
+        streams: Some(settings),
+        ..Config::default()
+    };
+    let processor = Processor::connect(config).await.unwrap();
+    let apply = |from: u32, to: u32| {
+        let events: Vec<Value> = (from..to)
+            .map(|i| {
+                message(
+                    &conv,
+                    &format!("m{i:04}"),
+                    &a,
+                    "x",
+                    &format!(
+                        "2025-10-08T{:02}:{:02}:{:02}Z",
+                        i / 3600,
+                        i / 60 % 60,
+                        i % 60
+                    ),
+                )
+            })
+            .collect();
+        let processor = &processor;
+        async move {
+            processor
+                .process(
+                    mirror_tests::records(&events),
+                    realtime_mirror::Route::AllFamilies,
+                )
+                .await
+        }
+    };
+    apply(0, 10).await;
+    let early = entries(&redis, &a).await;
+    let mut conn = connection(&redis).await;
+    let (old_device, new_device) = (unique_name("d-old"), unique_name("d-new"));
+    streams::ack(&mut conn, &old_device, &early[4].id)
+        .await
+        .unwrap();
+    for start in (10..1000).step_by(90) {
+        apply(start, (start + 90).min(1000)).await;
+    }
+    let kept = entries(&redis, &a).await;
+    assert!(
+        (100..=200).contains(&kept.len()),
+        "MAXLEN ~ 100 kept {}",
+        kept.len()
+    );
+    assert_eq!(kept.last().unwrap().fields["messageId"], "m0999");
+    match streams::replay(&mut conn, &a, &old_device, 1000)
+        .await
+        .unwrap()
+    {
+        Replay::Resync { resume_from, .. } => assert_eq!(resume_from, kept.last().unwrap().id),
+        other => panic!("a replay with a hole: {other:?}"),
+    }
+    // A device that saw all but the last 30 gets exactly those 30.
+    let cut = &kept[kept.len() - 31].id;
+    streams::ack(&mut conn, &new_device, cut).await.unwrap();
+    let Replay::Entries {
+        entries: missed, ..
+    } = streams::replay(&mut conn, &a, &new_device, 1000)
+        .await
+        .unwrap()
+    else {
+        panic!("within the kept range")
+    };
+    assert_eq!(missed, kept[kept.len() - 30..].to_vec());
+    // An old acknowledgement arriving late does not move the device back.
+    let stored = streams::ack(&mut conn, &new_device, &early[0].id)
+        .await
+        .unwrap();
+    assert_eq!(&stored, cut);
+    // A device that never acknowledged anything starts from SQL.
+    assert!(matches!(
+        streams::replay(&mut conn, &a, &unique_name("d-none"), 10)
+            .await
+            .unwrap(),
+        Replay::Resync { .. }
+    ));
+}
+
+/// Bodies are private: no stream entry holds one, and no log line of an announcing
+/// `mirrorctl apply` at trace level does.
+#[tokio::test]
+async fn no_body_appears_in_any_stream_entry_or_log_line() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    let conv = unique_name("conv");
+    let secret = unique_name("PRIVATE-BODY-TEXT");
+    let dir = std::env::temp_dir().join(unique_name("privacy"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("events.jsonl");
+    mirror
+        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
+        .await;
+    let lines = [
+        message(&conv, "m1", &a, &secret, "2025-10-08T12:00:00Z"),
+        edit(
+            &conv,
+            "m1",
+            &a,
+            &format!("{secret} edited"),
+            "2025-10-08T12:01:00Z",
+        ),
+    ];
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    std::fs::write(&file, text.join("\n")).unwrap();
+    let output = Command::new(env_bin("mirrorctl"))
+        .args(["apply", file.to_str().unwrap()])
+        .env("DATABASE_URL", &mirror.url)
+        .env("MIRROR_REDIS_URL", &redis)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(logs.contains("\"delivered\":2"), "{logs}");
+    assert!(!logs.contains(&secret), "a body was logged");
+    for user in [&a, &b] {
+        let got = entries(&redis, user).await;
+        assert_eq!(got.len(), 1);
+        for entry in got {
+            assert!(entry.fields.values().all(|v| !v.contains(&secret)));
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
