@@ -55,6 +55,17 @@ pub struct InvocationMetrics {
     pub conflict_retries: usize,
     pub batch_size: usize,
     pub cold_start: bool,
+    /// Realtime delivery, when the outbox was drained in this invocation: entries added,
+    /// commit → `XADD` per entry, and the backlog left (rows, oldest's age), alarmed on.
+    pub stream: Option<StreamMetrics>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamMetrics {
+    pub entries: u64,
+    pub fanout_latency_ms: Vec<f64>,
+    pub outbox_backlog: u64,
+    pub outbox_backlog_age_ms: u64,
 }
 
 impl InvocationMetrics {
@@ -83,6 +94,12 @@ impl InvocationMetrics {
             ..InvocationMetrics::default()
         };
         m.sql_mirror_latency_ms = enqueue_to_commit_ms(outcome, sent_at_millis, committed_at);
+        m.stream = outcome.delivery.as_ref().map(|d| StreamMetrics {
+            entries: d.delivered,
+            fanout_latency_ms: d.latency_ms.clone(),
+            outbox_backlog: d.backlog,
+            outbox_backlog_age_ms: d.backlog_age_ms,
+        });
         for r in &outcome.records {
             if let (Outcome::Applied, Some(at)) = (&r.outcome, r.occurred_at) {
                 let micros = (committed - at.as_datetime())
@@ -102,7 +119,8 @@ impl InvocationMetrics {
         };
         let sql = latency_chunks(&self.sql_mirror_latency_ms);
         let source = latency_chunks(&self.source_to_commit_ms);
-        let documents = sql.len().max(source.len()).max(1);
+        let fanout = latency_chunks(self.stream.as_ref().map_or(&[], |s| &s.fanout_latency_ms));
+        let documents = sql.len().max(source.len()).max(fanout.len()).max(1);
         (0..documents)
             .map(|i| {
                 let mut metrics: Vec<(&str, &str, Value)> = Vec::new();
@@ -111,6 +129,18 @@ impl InvocationMetrics {
                 }
                 if let Some(values) = source.get(i) {
                     metrics.push(("source_to_commit_ms", "Milliseconds", json!(values)));
+                }
+                if let Some(values) = fanout.get(i) {
+                    metrics.push(("fanout_latency_ms", "Milliseconds", json!(values)));
+                }
+                if let (0, Some(stream)) = (i, &self.stream) {
+                    metrics.push(("stream_entries", "Count", json!(stream.entries)));
+                    metrics.push(("outbox_backlog", "Count", json!(stream.outbox_backlog)));
+                    metrics.push((
+                        "outbox_backlog_age_ms",
+                        "Milliseconds",
+                        json!(stream.outbox_backlog_age_ms),
+                    ));
                 }
                 if i == 0 {
                     for (name, value) in [

@@ -307,6 +307,21 @@ async fn redis_stopped_mid_stream_then_restarted_loses_nothing() {
             20,
             "the mirror goes on without Redis"
         );
+        // The backlog is an EMF metric (alarmed on its age in the template).
+        let metrics = realtime_mirror::metrics::InvocationMetrics::measure(
+            "Test",
+            realtime_mirror::Family::DmMessage,
+            &during,
+            &Default::default(),
+            realtime_mirror::timestamp::Timestamp::now(),
+            false,
+        );
+        let document = &metrics.documents(0)[0];
+        assert_eq!(document["outbox_backlog"], 40, "{document}");
+        assert!(
+            document["outbox_backlog_age_ms"].as_u64().is_some(),
+            "{document}"
+        );
         let delivery = during.delivery.expect("a drain was attempted");
         assert!(delivery.error.is_some(), "{delivery:?}");
         assert_eq!(delivery.backlog, 40, "20 messages × 2 users wait");
@@ -316,6 +331,11 @@ async fn redis_stopped_mid_stream_then_restarted_loses_nothing() {
         let after = process(batch(50, 60)).await;
         let delivery = after.delivery.unwrap();
         assert_eq!(delivery.error, None);
+        assert_eq!(
+            delivery.latency_ms.len(),
+            60,
+            "commit → XADD per entry: 40 waited + 20"
+        );
         assert_eq!(delivery.backlog, 0);
         for user in [&a, &b] {
             let ids: Vec<String> = seen(&url, user).await.into_iter().map(|s| s.1).collect();
