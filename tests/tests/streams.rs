@@ -333,8 +333,8 @@ async fn redis_stopped_mid_stream_then_restarted_loses_nothing() {
         assert_eq!(delivery.error, None);
         assert_eq!(
             delivery.latency_ms.len(),
-            60,
-            "commit → XADD per entry: 40 waited + 20"
+            80,
+            "commit → XADD per entry: 60 waited + 20 new"
         );
         assert_eq!(delivery.backlog, 0);
         for user in [&a, &b] {
