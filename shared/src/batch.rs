@@ -537,9 +537,11 @@ impl Processor {
     /// sweep for leftovers is due.
     async fn deliver(&self, batch: &BatchOutcome) -> Option<crate::streams::Delivery> {
         let fanout = self.fanout.as_ref().filter(|_| self.announce)?;
+        // Message changes announce; a conversation change can too (its participants
+        // becoming known announces its earlier messages).
         let announced = batch.records.iter().any(|r| {
             r.outcome == Outcome::Applied
-                && (r.event_type.as_deref()).is_some_and(|t| t.starts_with("dm.message."))
+                && (r.event_type.as_deref()).is_some_and(|t| t.starts_with("dm."))
         });
         if !announced && !fanout.sweep_due() {
             return None;

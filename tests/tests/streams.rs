@@ -145,10 +145,11 @@ async fn every_applied_message_change_appears_once_per_participant_in_commit_ord
     }
 }
 
-/// A message whose conversation is not mirrored yet (a stub): its author hears it, nobody
-/// else can be known; once the participants are known, they hear the next changes.
+/// A message whose conversation is not mirrored yet (a stub) is announced to its author, the
+/// only user known; when the conversation's participants arrive, the others hear of its live
+/// messages then (as `message.created`), and of every later change at once.
 #[tokio::test]
-async fn a_message_of_a_stub_conversation_is_announced_to_its_author() {
+async fn a_stub_conversations_messages_reach_its_participants_once_they_are_known() {
     let redis = test_redis_url();
     for mirror in both().await {
         let (a, b) = (unique_name("a"), unique_name("b"));
@@ -165,13 +166,64 @@ async fn a_message_of_a_stub_conversation_is_announced_to_its_author() {
                     .await
             }
         };
-        apply(vec![message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z")]).await;
-        assert_eq!(seen(&redis, &a).await.len(), 1);
+        apply(vec![
+            message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z"),
+            message(&conv, "m0", &a, "gone", "2025-10-08T12:00:00Z"),
+        ])
+        .await;
+        apply(vec![remove(&conv, "m0", "2025-10-08T12:00:30Z")]).await;
+        assert_eq!(seen(&redis, &a).await.len(), 3);
         assert!(seen(&redis, &b).await.is_empty());
         apply(vec![conversation(&conv, &[&a, &b], "2025-10-08T12:02:00Z")]).await;
+        assert_eq!(
+            seen(&redis, &b).await,
+            [(
+                "message.created".to_string(),
+                "m1".to_string(),
+                "2025-10-08T12:01:00.000000Z".to_string()
+            )],
+            "{}: the live message, not the deleted one",
+            mirror.url
+        );
         apply(vec![message(&conv, "m2", &a, "y", "2025-10-08T12:03:00Z")]).await;
-        assert_eq!(seen(&redis, &a).await.len(), 2);
-        assert_eq!(seen(&redis, &b).await.len(), 1, "{}", mirror.url);
+        assert_eq!(
+            seen(&redis, &a).await.len(),
+            4,
+            "the author hears nothing twice"
+        );
+        assert_eq!(seen(&redis, &b).await.len(), 2, "{}", mirror.url);
+    }
+}
+
+/// A conversation and its first messages in one batch are applied by two chunks at once,
+/// in either order: each participant hears each message exactly once either way.
+#[tokio::test]
+async fn a_conversation_and_its_messages_in_one_batch_reach_every_participant_once() {
+    let redis = test_redis_url();
+    for mirror in both().await {
+        let processor = mirror.announcing(&redis, Config::default()).await;
+        for round in 0..15 {
+            let (a, b) = (unique_name("a"), unique_name("b"));
+            let conv = unique_name("conv");
+            let mut events = vec![
+                message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z"),
+                message(&conv, "m2", &b, "y", "2025-10-08T12:02:00Z"),
+                conversation(&conv, &[&a, &b], "2025-10-08T12:00:00Z"),
+            ];
+            events.rotate_left(round % 3);
+            processor
+                .process(
+                    mirror_tests::records(&events),
+                    realtime_mirror::Route::AllFamilies,
+                )
+                .await;
+            for user in [&a, &b] {
+                let mut ids: Vec<String> =
+                    seen(&redis, user).await.into_iter().map(|s| s.1).collect();
+                ids.sort();
+                assert_eq!(ids, ["m1", "m2"], "{} round {round}", mirror.url);
+            }
+        }
     }
 }
 

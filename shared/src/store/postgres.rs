@@ -1034,3 +1034,48 @@ pub(super) async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, StoreError>
         oldest: oldest.and_then(Timestamp::new),
     })
 }
+
+/// Which of these conversations have their participants (not a stub, not missing).
+pub(super) async fn conversations_with_participants(
+    tx: &mut PgTx<'_>,
+    ids: &[String],
+) -> Result<HashSet<String>, StoreError> {
+    let rows: Vec<(String,)> = tx
+        .query_as(
+            "SELECT conversation_id FROM dm_conversations
+             WHERE conversation_id = ANY($1) AND cardinality(participant_ids) > 0",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx.connection)
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Announces the live messages of conversations whose participants just became known to
+/// every participant but the message's author (who heard it when it was applied), as
+/// `message.created`, per conversation in version order.
+pub(super) async fn announce_earlier_messages(
+    tx: &mut PgTx<'_>,
+    ids: &[String],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    tx.query(
+        "INSERT INTO mirror_stream_outbox (user_id, kind, conversation_id, message_id, sender_id,
+             version, enqueued_at)
+         SELECT p, 'message.created', m.conversation_id, m.message_id, m.author_id,
+                to_char(m.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), $1
+         FROM dm_messages m
+         JOIN dm_conversations c ON c.conversation_id = m.conversation_id
+         CROSS JOIN LATERAL unnest(c.participant_ids) AS p
+         WHERE m.conversation_id = ANY($2) AND m.deleted_at IS NULL AND p <> m.author_id
+         ORDER BY m.conversation_id, m.updated_at, m.message_id, p",
+    )
+    .bind(at.as_datetime())
+    .bind(ids)
+    .execute(&mut *tx.connection)
+    .await?;
+    Ok(())
+}

@@ -744,3 +744,48 @@ pub(super) async fn outbox_backlog(pool: &SqlitePool) -> Result<Backlog, StoreEr
         oldest: oldest.and_then(|t| Timestamp::parse_rfc3339(&t).ok()),
     })
 }
+
+/// Which of these conversations have their participants; see the PostgreSQL dialect.
+pub(super) async fn conversations_with_participants(
+    c: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<HashSet<String>, StoreError> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT conversation_id FROM dm_conversations
+         WHERE conversation_id IN (SELECT value FROM json_each(?1))
+           AND json_array_length(participant_ids) > 0",
+    )
+    .bind(json(&ids))
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// The live messages of conversations whose participants just became known, to every
+/// participant but the author; see the PostgreSQL dialect.
+pub(super) async fn announce_earlier_messages(
+    c: &mut SqliteConnection,
+    ids: &[String],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO mirror_stream_outbox (user_id, kind, conversation_id, message_id, sender_id,
+             version, enqueued_at)
+         SELECT p.value, 'message.created', m.conversation_id, m.message_id, m.author_id,
+                m.updated_at, ?2
+         FROM dm_messages m
+         JOIN dm_conversations c ON c.conversation_id = m.conversation_id,
+              json_each(c.participant_ids) AS p
+         WHERE m.conversation_id IN (SELECT value FROM json_each(?1))
+           AND m.deleted_at IS NULL AND p.value <> m.author_id
+         ORDER BY m.conversation_id, m.updated_at, m.message_id, p.value",
+    )
+    .bind(json(&ids))
+    .bind(at.to_string())
+    .execute(c)
+    .await?;
+    Ok(())
+}

@@ -205,10 +205,27 @@ async fn apply_in(
         Family::DmConversation => {
             let rows: Vec<ConversationRow> =
                 winners.iter().map(|p| ConversationRow::new(p)).collect();
+            // Conversations whose participants are not known yet (a stub, or no row): their
+            // messages so far were announced to their authors only.
+            let unknown: Vec<String> = if announce {
+                let ids = conversation_ids(winners.iter().map(|p| &p.event.key));
+                let known = dispatch!(tx, conversations_with_participants(&ids))?;
+                ids.into_iter().filter(|id| !known.contains(id)).collect()
+            } else {
+                Vec::new()
+            };
             let applied = dispatch!(tx, upsert_conversations(&rows, mirrored_at))?;
             let touched = conversation_ids(applied.iter());
             dispatch!(tx, refresh_recipients(&touched))?;
             dispatch!(tx, refresh_conversations(&touched))?;
+            if announce {
+                // Now they are known, the other participants hear of those messages.
+                let learned: Vec<String> = (touched.iter())
+                    .filter(|id| unknown.contains(id))
+                    .cloned()
+                    .collect();
+                dispatch!(tx, announce_earlier_messages(&learned, mirrored_at))?;
+            }
             applied
         }
         Family::FollowEdge => {
