@@ -753,7 +753,7 @@ mod tests {
                 RecordOutcome::new("rejected", Outcome::Rejected(Rejection::Empty)),
                 RecordOutcome::new("dead-lettered", Outcome::Rejected(Rejection::Empty)),
             ],
-            conflict_retries: 0,
+            ..BatchOutcome::default()
         };
         let dead_lettered: HashSet<String> = ["dead-lettered".to_string()].into();
         let kept: Vec<&str> = (outcome.records.iter())

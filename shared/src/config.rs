@@ -181,7 +181,7 @@ impl Config {
                 None => defaults.metrics_namespace,
                 Some(v) => namespace("MIRROR_METRICS_NAMESPACE", v.trim())?,
             },
-            streams: crate::streams::StreamSettings::from_lookup(&get)?,
+            streams: crate::streams::StreamSettings::from_lookup(get)?,
         })
     }
 }

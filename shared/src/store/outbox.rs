@@ -89,7 +89,7 @@ impl OutboxLease {
                 tx.commit().await?;
             }
             LeaseTx::Sqlite(mut tx) => {
-                sqlite::delete_outbox(&mut *tx, &ids).await?;
+                sqlite::delete_outbox(&mut tx, &ids).await?;
                 tx.commit().await?;
             }
         }
@@ -120,7 +120,7 @@ impl Store {
             }
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let announcements = sqlite::lease_outbox(&mut *tx, limit).await?;
+                let announcements = sqlite::lease_outbox(&mut tx, limit).await?;
                 OutboxLease {
                     announcements,
                     tx: LeaseTx::Sqlite(tx),
