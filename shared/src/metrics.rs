@@ -137,9 +137,9 @@ impl InvocationMetrics {
                     metrics.push(("stream_entries", "Count", json!(stream.entries)));
                     metrics.push(("outbox_backlog", "Count", json!(stream.outbox_backlog)));
                     metrics.push((
-                        "outbox_backlog_age_ms",
-                        "Milliseconds",
-                        json!(stream.outbox_backlog_age_ms),
+                        "outbox_backlog_age_s",
+                        "Seconds",
+                        json!(stream.outbox_backlog_age_ms as f64 / 1000.0),
                     ));
                 }
                 if i == 0 {

@@ -5,8 +5,9 @@
 //! (1 day by default; `off` keeps every key) are deleted in small transactions until the
 //! invocation's time is nearly spent (the next run goes on). A copy arriving after its key
 //! is gone is still recognised by the row (same version and content: a duplicate; older:
-//! stale), so the retention bounds only how a copy of a since-superseded event is labelled. Outside Lambda it runs once and prints the
-//! report, for cron or a shell.
+//! stale), so the retention bounds only how a copy of a since-superseded event is labelled.
+//! With `MIRROR_REDIS_URL`, it also delivers what waits in the realtime outbox. Outside
+//! Lambda it runs once and prints the report, for cron or a shell.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -105,5 +106,11 @@ pub async fn once(
     );
     let mut result = serde_json::to_value(&report)?;
     result["appliedKeysPruned"] = pruned.into();
+    // With realtime delivery on, the outbox too: a system with no traffic left still
+    // delivers what a crash or an outage left behind.
+    if let Some(fanout) = processor.fanout() {
+        let delivery = fanout.drain(processor.store()).await;
+        result["streams"] = serde_json::to_value(&delivery)?;
+    }
     Ok(result)
 }

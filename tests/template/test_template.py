@@ -123,6 +123,7 @@ class Template(unittest.TestCase):
                                           "ec2:DescribeSubnets", "ec2:DeleteNetworkInterface",
                                           "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], "*"),
                 "DecryptTheSecretThroughSecretsManager": ("kms:Decrypt", {"Ref": "SecretKmsKeyArn"}),
+                "RedisAuthSecret": ("secretsmanager:GetSecretValue", {"Ref": "RedisAuthSecretArn"}),
             })
             self.assertEqual(function["LoggingConfig"]["LogGroup"], {"Ref": f"{family}LogGroup"})
             self.assertEqual(resources[f"{family}LogGroup"]["Properties"]["RetentionInDays"],
@@ -131,6 +132,39 @@ class Template(unittest.TestCase):
             self.assertEqual(mapping["Type"], "AWS::Lambda::EventSourceMapping")
             self.assertEqual(mapping["Properties"]["EventSourceArn"], {"Fn::GetAtt": [f"{family}Queue", "Arn"]})
             self.assertEqual(mapping["Properties"]["FunctionResponseTypes"], ["ReportBatchItemFailures"])
+
+    def test_realtime_delivery_is_off_by_default_tls_only_and_an_elasticache_option_admits_only_the_functions(self):
+        params = self.t["Parameters"]
+        self.assertEqual(params["RealtimeDelivery"]["Default"], "off")
+        self.assertEqual(params["RealtimeDelivery"]["AllowedValues"], ["off", "existing", "elasticache"])
+        # No credentials and no plain redis:// in the template: rediss:// only, token from a secret.
+        pattern = re.compile(params["RedisUrl"]["AllowedPattern"])
+        self.assertTrue(pattern.match("rediss://cache.example.com:6379"))
+        self.assertFalse(pattern.match("redis://cache.example.com:6379"))
+        self.assertFalse(pattern.match("rediss://:token@cache.example.com:6379"))
+        env = self.globals["Environment"]["Variables"]
+        self.assertEqual(env["MIRROR_REDIS_URL"]["Fn::If"][0], "CreateCache")
+        self.assertEqual(env["MIRROR_REDIS_URL"]["Fn::If"][1],
+                         {"Fn::Sub": "rediss://${Cache.PrimaryEndPoint.Address}:${Cache.PrimaryEndPoint.Port}"})
+        self.assertEqual(env["MIRROR_REDIS_URL"]["Fn::If"][2], {"Fn::If": ["RealtimeOn", {"Ref": "RedisUrl"}, ""]})
+        self.assertEqual(env["MIRROR_REDIS_AUTH_SECRET_ARN"], {"Fn::If": ["RealtimeOn", {"Ref": "RedisAuthSecretArn"}, ""]})
+        self.assertEqual(env["MIRROR_STREAM_MAXLEN"], {"Ref": "StreamMaxLen"})
+        cache = self.r["Cache"]
+        self.assertEqual(cache["Condition"], "CreateCache")
+        self.assertTrue(cache["Properties"]["TransitEncryptionEnabled"])
+        self.assertIn("resolve:secretsmanager:${RedisAuthSecretArn}", cache["Properties"]["AuthToken"]["Fn::Sub"])
+        ingress = self.r["CacheSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+        self.assertEqual(len(ingress), 1)
+        self.assertEqual((ingress[0]["FromPort"], ingress[0]["ToPort"]), (6379, 6379))
+        self.assertEqual(ingress[0]["SourceSecurityGroupId"], {"Ref": "FunctionSecurityGroup"})
+        self.assertNotIn("CidrIp", ingress[0])
+        alarm = self.r["OutboxAgeAlarm"]["Properties"]
+        self.assertEqual(alarm["MetricName"], "outbox_backlog_age_s")
+        self.assertEqual(alarm["Threshold"], {"Ref": "OutboxAgeAlarmSeconds"})
+        self.assertEqual(self.r["OutboxAgeAlarm"]["Condition"], "RealtimeOn")
+        rules = self.t["Rules"]
+        self.assertIn("ElastiCacheNeedsAVpcAndAnAuthToken", rules)
+        self.assertIn("ExistingRedisNeedsItsUrl", rules)
 
     def test_the_scheduled_check_prunes_applied_keys_older_than_the_retention_parameter(self):
         """The ledger of applied keys stays bounded without an operator (issue 11)."""

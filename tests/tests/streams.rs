@@ -371,7 +371,7 @@ async fn redis_stopped_mid_stream_then_restarted_loses_nothing() {
         let document = &metrics.documents(0)[0];
         assert_eq!(document["outbox_backlog"], 40, "{document}");
         assert!(
-            document["outbox_backlog_age_ms"].as_u64().is_some(),
+            document["outbox_backlog_age_s"].as_f64().is_some(),
             "{document}"
         );
         let delivery = during.delivery.expect("a drain was attempted");
@@ -698,4 +698,56 @@ async fn no_body_appears_in_any_stream_entry_or_log_line() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With no traffic left, the scheduled check delivers what waits in the outbox (here left by
+/// a Redis that could not be reached when the change was applied).
+#[tokio::test]
+async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    let conv = unique_name("conv");
+    mirror
+        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
+        .await;
+    let unreachable = mirror
+        .announcing("redis://127.0.0.1:1", Config::default())
+        .await;
+    let outcome = unreachable
+        .process(
+            mirror_tests::records(&[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")]),
+            realtime_mirror::Route::AllFamilies,
+        )
+        .await;
+    assert_eq!(outcome.counts().applied, 1, "applied without Redis");
+    let delivery = outcome.delivery.unwrap();
+    assert!(
+        delivery
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("cannot reach Redis"),
+        "{delivery:?}"
+    );
+    assert_eq!(delivery.backlog, 2);
+    let output = Command::new(env_bin("mirror-check"))
+        .env("DATABASE_URL", &mirror.url)
+        .env("MIRROR_REDIS_URL", &redis)
+        .env("RUST_LOG", "warn")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let report: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["streams"]["delivered"], 2, "{report}");
+    assert_eq!(report["streams"]["backlog"], 0, "{report}");
+    for user in [&a, &b] {
+        assert_eq!(seen(&redis, user).await.len(), 1);
+    }
 }
