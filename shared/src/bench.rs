@@ -54,6 +54,25 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// Nearest-rank p50, p99 and the maximum of `values` (milliseconds), to 0.01 ms.
+    fn of(mut values: Vec<f64>) -> Latency {
+        values.sort_by(f64::total_cmp);
+        let round = |ms: f64| (ms * 100.0).round() / 100.0;
+        let at = |q: f64| {
+            values
+                .get(((values.len().max(1) - 1) as f64 * q).round() as usize)
+                .copied()
+                .unwrap_or_default()
+        };
+        Latency {
+            p50: round(at(0.5)),
+            p99: round(at(0.99)),
+            max: round(values.last().copied().unwrap_or_default()),
+        }
+    }
+}
+
 /// The JSON line (snake_case, as `events_per_s`).
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -75,6 +94,12 @@ pub struct Report {
     pub rejected: usize,
     pub failed: usize,
     pub peak_rss_kib: Option<u64>,
+    /// With `MIRROR_REDIS_URL` set: entries added to the users' streams, and commit →
+    /// `XADD` acknowledged per entry, in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_entries: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout_latency_ms: Option<Latency>,
 }
 
 /// Where a run writes, and how to clean up after it.
@@ -234,7 +259,10 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
         rejected: 0,
         failed: 0,
         peak_rss_kib: None,
+        stream_entries: None,
+        fanout_latency_ms: None,
     };
+    let mut fanout: Vec<f64> = Vec::new();
     let mut index = 0usize;
     loop {
         let bodies: Vec<String> = stream.by_ref().take(batch_size).collect();
@@ -264,6 +292,10 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
                 report.stale += counts.stale;
                 report.rejected += counts.rejected;
                 report.failed += counts.failed;
+                if let Some(delivery) = outcome.delivery {
+                    *report.stream_entries.get_or_insert(0) += delivery.delivered;
+                    fanout.extend(delivery.latency_ms);
+                }
             }
             Mode::Ceiling | Mode::All => {
                 let rows = PlainRows::of(&bodies);
@@ -281,19 +313,11 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
     let total: Duration = latencies.iter().sum();
     report.seconds = total.as_secs_f64();
     report.events_per_s = options.events as f64 / total.as_secs_f64().max(1e-9);
-    latencies.sort();
-    let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len().max(1) - 1) as f64 * q).round() as usize)
-            .copied()
-            .unwrap_or_default()
-    };
-    report.batch_latency_ms = Latency {
-        p50: ms(at(0.5)),
-        p99: ms(at(0.99)),
-        max: ms(latencies.last().copied().unwrap_or_default()),
-    };
+    let batches: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    report.batch_latency_ms = Latency::of(batches);
+    if report.stream_entries.is_some() {
+        report.fanout_latency_ms = Some(Latency::of(fanout));
+    }
     report.peak_rss_kib = crate::metrics::peak_rss_kib();
     Ok(report)
 }

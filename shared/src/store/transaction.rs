@@ -198,7 +198,9 @@ async fn apply_in(
                         b.message_id,
                     ))
                 });
-                dispatch!(tx, enqueue_announcements(&changes, mirrored_at))?;
+                // Stamped now, the transaction's last statements: commit → XADD is measured
+                // from here.
+                dispatch!(tx, enqueue_announcements(&changes, Timestamp::now()))?;
             }
             applied
         }
@@ -224,7 +226,7 @@ async fn apply_in(
                     .filter(|id| unknown.contains(id))
                     .cloned()
                     .collect();
-                dispatch!(tx, announce_earlier_messages(&learned, mirrored_at))?;
+                dispatch!(tx, announce_earlier_messages(&learned, Timestamp::now()))?;
             }
             applied
         }
