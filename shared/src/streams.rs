@@ -27,7 +27,7 @@ use crate::store::{Announcement, Backlog, Store};
 use crate::timestamp::Timestamp;
 
 /// `MIRROR_STREAM_MAXLEN`: entries kept per user (approximately: `MAXLEN ~`). At about
-/// 200 bytes an entry (measured, BENCHMARKS.md), 10,000 entries is about 2 MB per active user.
+/// 145 bytes an entry (measured, BENCHMARKS.md), 10,000 entries is about 1.4 MB per user.
 pub const DEFAULT_MAXLEN: u64 = 10_000;
 /// `MIRROR_STREAM_MAXLEN` from 100 to 1,000,000.
 pub const MAXLEN_RANGE: (u64, u64) = (100, 1_000_000);
