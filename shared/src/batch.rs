@@ -529,13 +529,17 @@ impl Processor {
             delivery: None,
         };
         log_outcomes(&batch);
-        batch.delivery = self.deliver(&batch).await;
+        batch.delivery = self.deliver(&batch, deadline).await;
         batch
     }
 
     /// After the commits: the outbox to Redis, when this batch announced something or a
     /// sweep for leftovers is due.
-    async fn deliver(&self, batch: &BatchOutcome) -> Option<crate::streams::Delivery> {
+    async fn deliver(
+        &self,
+        batch: &BatchOutcome,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Option<crate::streams::Delivery> {
         let fanout = self.fanout.as_ref().filter(|_| self.announce)?;
         // Message changes announce; a conversation change can too (its participants
         // becoming known announces its earlier messages).
@@ -546,7 +550,7 @@ impl Processor {
         if !announced && !fanout.sweep_due() {
             return None;
         }
-        Some(fanout.drain(&self.store).await)
+        Some(fanout.drain_until(&self.store, deadline).await)
     }
 
     async fn apply_chunk_until(

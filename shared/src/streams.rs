@@ -265,12 +265,22 @@ impl Fanout {
     /// reports what is left. A failure stops the drain (the rows stay, nothing is lost) and
     /// pauses delivery for [`RETRY_AFTER`].
     pub async fn drain(&self, store: &Store) -> Delivery {
+        self.drain_until(store, None).await
+    }
+
+    /// As [`Fanout::drain`], stopping (with the rest left for the next drain) at `deadline`:
+    /// an invocation never runs out of time delivering a backlog.
+    pub async fn drain_until(
+        &self,
+        store: &Store,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Delivery {
         let mut delivery = Delivery::default();
         *self.last_drain.lock().expect("not poisoned") = Some(Instant::now());
         let paused = *self.paused_until.lock().expect("not poisoned");
         if paused.is_some_and(|until| Instant::now() < until) {
             delivery.error = Some("paused after a failed delivery".into());
-        } else if let Err(error) = self.drain_pages(store, &mut delivery).await {
+        } else if let Err(error) = self.drain_pages(store, deadline, &mut delivery).await {
             tracing::warn!(%error, delivered = delivery.delivered, "realtime delivery stopped; the changes wait in the outbox for the next attempt");
             *self.paused_until.lock().expect("not poisoned") = Some(Instant::now() + RETRY_AFTER);
             delivery.error = Some(error);
@@ -288,8 +298,16 @@ impl Fanout {
         delivery
     }
 
-    async fn drain_pages(&self, store: &Store, delivery: &mut Delivery) -> Result<(), String> {
+    async fn drain_pages(
+        &self,
+        store: &Store,
+        deadline: Option<tokio::time::Instant>,
+        delivery: &mut Delivery,
+    ) -> Result<(), String> {
         loop {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(());
+            }
             let lease = store
                 .lease_outbox(DRAIN_PAGE)
                 .await

@@ -751,3 +751,32 @@ async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
         assert_eq!(seen(&redis, user).await.len(), 1);
     }
 }
+
+/// In Lambda the drain stops at the invocation's deadline (less its margin): a backlog left
+/// by an outage never makes an invocation time out; the rest waits for the next drain.
+#[tokio::test]
+async fn a_drain_stops_at_the_deadline_and_leaves_the_rest_for_the_next() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let a = unique_name("a");
+    let conv = unique_name("conv");
+    let unreachable = mirror
+        .announcing("redis://127.0.0.1:1", Config::default())
+        .await;
+    unreachable
+        .process(
+            mirror_tests::records(&[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")]),
+            realtime_mirror::Route::AllFamilies,
+        )
+        .await;
+    let fanout = Fanout::new(StreamSettings::new(&redis).unwrap())
+        .await
+        .unwrap();
+    let passed = tokio::time::Instant::now();
+    let stopped = fanout.drain_until(mirror.store(), Some(passed)).await;
+    assert_eq!((stopped.delivered, stopped.backlog), (0, 1), "{stopped:?}");
+    assert_eq!(stopped.error, None, "stopping in time is not a failure");
+    let later = fanout.drain(mirror.store()).await;
+    assert_eq!((later.delivered, later.backlog), (1, 0), "{later:?}");
+    assert_eq!(seen(&redis, &a).await.len(), 1);
+}

@@ -991,7 +991,7 @@ pub(super) async fn lease_outbox(
     limit: i64,
 ) -> Result<Vec<Announcement>, StoreError> {
     // A drainer stuck behind another for this long gives up; its rows wait for the next.
-    sqlx::query("SET LOCAL lock_timeout = '10s'")
+    sqlx::query("SET LOCAL lock_timeout = '5s'")
         .persistent(false)
         .execute(&mut **tx)
         .await?;
