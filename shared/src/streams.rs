@@ -278,22 +278,34 @@ impl Fanout {
         let mut delivery = Delivery::default();
         *self.last_drain.lock().expect("not poisoned") = Some(Instant::now());
         let paused = *self.paused_until.lock().expect("not poisoned");
-        if paused.is_some_and(|until| Instant::now() < until) {
+        let emptied = if paused.is_some_and(|until| Instant::now() < until) {
             delivery.error = Some("paused after a failed delivery".into());
-        } else if let Err(error) = self.drain_pages(store, deadline, &mut delivery).await {
-            tracing::warn!(%error, delivered = delivery.delivered, "realtime delivery stopped; the changes wait in the outbox for the next attempt");
-            *self.paused_until.lock().expect("not poisoned") = Some(Instant::now() + RETRY_AFTER);
-            delivery.error = Some(error);
-        }
-        match store.outbox_backlog().await {
-            Ok(Backlog { rows, oldest }) => {
-                delivery.backlog = rows;
-                delivery.backlog_age_ms = oldest.map_or(0, |at| {
-                    let age = Timestamp::now().as_datetime() - at.as_datetime();
-                    age.num_milliseconds().max(0) as u64
-                });
+            false
+        } else {
+            match self.drain_pages(store, deadline, &mut delivery).await {
+                Ok(emptied) => emptied,
+                Err(error) => {
+                    tracing::warn!(%error, delivered = delivery.delivered, "realtime delivery stopped; the changes wait in the outbox for the next attempt");
+                    *self.paused_until.lock().expect("not poisoned") =
+                        Some(Instant::now() + RETRY_AFTER);
+                    delivery.error = Some(error);
+                    false
+                }
             }
-            Err(error) => tracing::warn!(%error, "cannot measure the outbox's backlog"),
+        };
+        // Emptied: nothing was left when it last looked (what others commit since is theirs
+        // to drain). Otherwise, what is left is counted.
+        if !emptied {
+            match store.outbox_backlog().await {
+                Ok(Backlog { rows, oldest }) => {
+                    delivery.backlog = rows;
+                    delivery.backlog_age_ms = oldest.map_or(0, |at| {
+                        let age = Timestamp::now().as_datetime() - at.as_datetime();
+                        age.num_milliseconds().max(0) as u64
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "cannot measure the outbox's backlog"),
+            }
         }
         delivery
     }
@@ -303,17 +315,17 @@ impl Fanout {
         store: &Store,
         deadline: Option<tokio::time::Instant>,
         delivery: &mut Delivery,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         loop {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                return Ok(());
+                return Ok(false);
             }
             let lease = store
                 .lease_outbox(DRAIN_PAGE)
                 .await
                 .map_err(|e| format!("cannot read the outbox: {e}"))?;
             if lease.announcements.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             let count = lease.announcements.len();
             let mut connection = self.connection().await?;
@@ -343,7 +355,7 @@ impl Fanout {
                 .map_err(|e| format!("entries added, but the outbox rows could not be deleted (they will be delivered again): {e}"))?;
             delivery.delivered += count as u64;
             if (count as i64) < DRAIN_PAGE {
-                return Ok(());
+                return Ok(true);
             }
         }
     }
