@@ -8,6 +8,7 @@ builds them first.
 
 import json
 import os
+import re
 import pathlib
 import subprocess
 import tempfile
@@ -144,6 +145,22 @@ class DeployWithCargoLambda(unittest.TestCase):
             self.assertIn(f"create-event-source-mapping --function-name {name} ", run.stderr)
             self.assertIn("--function-response-types ReportBatchItemFailures --scaling-config MaximumConcurrency=5",
                           run.stderr)
+        self.assertEqual(self.queue_names(stack), [])
+
+    def test_realtime_delivery_settings_reach_the_functions_and_plain_redis_is_refused(self):
+        stack = f"rt{int(time.time() * 1000)}"
+        secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:redis-token"
+        run = self.deploy(stack, DRY_RUN=1, MIRROR_REDIS_URL="rediss://cache.example.internal:6379",
+                          MIRROR_REDIS_AUTH_SECRET_ARN=secret, MIRROR_STREAM_MAXLEN="5000")
+        self.assertEqual(run.returncode, 0, run.stderr[-4000:])
+        self.assertIn("MIRROR_REDIS_URL=rediss://cache.example.internal:6379", run.stderr)
+        self.assertIn(f"MIRROR_REDIS_AUTH_SECRET_ARN={secret}", run.stderr)
+        self.assertIn("MIRROR_STREAM_MAXLEN=5000", run.stderr)
+        # The dry run prints each call shell-quoted: the policy's quotes come escaped.
+        self.assertRegex(run.stderr, r"RedisAuthSecret.{0,80}secretsmanager:GetSecretValue.{0,40}" + re.escape(secret))
+        plain = self.deploy(stack, MIRROR_REDIS_URL="redis://cache.example.internal:6379")
+        self.assertEqual(plain.returncode, 2)
+        self.assertIn("must be rediss://", plain.stderr)
         self.assertEqual(self.queue_names(stack), [])
 
     def test_settings_aws_refuses_are_refused_before_any_call(self):

@@ -12,7 +12,7 @@ use mirror_tests::{
     canonical, conversation, message, test_redis_url, unique_name, Mirror, PrivateRedis,
 };
 use realtime_mirror::streams::{self, Entry, Fanout, Replay, StreamSettings};
-use realtime_mirror::{Config, Outcome, Processor};
+use realtime_mirror::{BatchOutcome, Config, Outcome, Processor, Route};
 use serde_json::{json, Value};
 
 async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
@@ -63,6 +63,33 @@ async fn both() -> [Mirror; 2] {
     [Mirror::sqlite().await, Mirror::postgres().await]
 }
 
+/// Two new users and their conversation, mirrored first (so its participants are known):
+/// (a, b, the conversation's id).
+async fn two_users_in_a_conversation(mirror: &Mirror) -> (String, String, String) {
+    let (a, b) = (unique_name("a"), unique_name("b"));
+    let conv = unique_name("conv");
+    mirror
+        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
+        .await;
+    (a, b, conv)
+}
+
+/// `events` as one batch through `processor`, as a function applies a batch.
+async fn announce(processor: &Processor, events: &[Value]) -> BatchOutcome {
+    processor
+        .process(mirror_tests::records(events), Route::AllFamilies)
+        .await
+}
+
+/// `mirrorctl` on `mirror`, announcing to `redis`.
+fn mirrorctl(mirror: &Mirror, redis: &str) -> Command {
+    let mut command = Command::new(mirror_tests::workspace_binary("mirrorctl"));
+    command
+        .env("DATABASE_URL", &mirror.url)
+        .env("MIRROR_REDIS_URL", redis);
+    command
+}
+
 #[tokio::test]
 async fn every_applied_message_change_appears_once_per_participant_in_commit_order() {
     let redis = test_redis_url();
@@ -74,33 +101,22 @@ async fn every_applied_message_change_appears_once_per_participant_in_commit_ord
         // The conversation first: a message applied before it (in another chunk of the same
         // batch, or by the other function) finds a stub and notifies only its author.
         mirror.apply(&[conversation(&conv, &[&a, &b], &t(0))]).await;
-        let outcome = processor
-            .process(
-                mirror_tests::records(&[
-                    message(&conv, "m1", &a, "hello", &t(1)),
-                    message(&conv, "m2", &b, "hi", &t(2)),
-                ]),
-                realtime_mirror::Route::AllFamilies,
-            )
-            .await;
+        let outcome = announce(
+            &processor,
+            &[
+                message(&conv, "m1", &a, "hello", &t(1)),
+                message(&conv, "m2", &b, "hi", &t(2)),
+            ],
+        )
+        .await;
         assert_eq!(outcome.counts().applied, 2);
         assert_eq!(
             outcome.delivery.as_ref().unwrap().delivered,
             4,
             "two users × two messages"
         );
-        processor
-            .process(
-                mirror_tests::records(&[edit(&conv, "m1", &a, "hello!", &t(3))]),
-                realtime_mirror::Route::AllFamilies,
-            )
-            .await;
-        processor
-            .process(
-                mirror_tests::records(&[remove(&conv, "m2", &t(4))]),
-                realtime_mirror::Route::AllFamilies,
-            )
-            .await;
+        announce(&processor, &[edit(&conv, "m1", &a, "hello!", &t(3))]).await;
+        announce(&processor, &[remove(&conv, "m2", &t(4))]).await;
         let expected = vec![
             (
                 "message.created".to_string(),
@@ -155,26 +171,22 @@ async fn a_stub_conversations_messages_reach_its_participants_once_they_are_know
         let (a, b) = (unique_name("a"), unique_name("b"));
         let conv = unique_name("conv");
         let processor = mirror.announcing(&redis, Config::default()).await;
-        let apply = |events: Vec<Value>| {
-            let processor = &processor;
-            async move {
-                processor
-                    .process(
-                        mirror_tests::records(&events),
-                        realtime_mirror::Route::AllFamilies,
-                    )
-                    .await
-            }
-        };
-        apply(vec![
-            message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z"),
-            message(&conv, "m0", &a, "gone", "2025-10-08T12:00:00Z"),
-        ])
+        announce(
+            &processor,
+            &[
+                message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z"),
+                message(&conv, "m0", &a, "gone", "2025-10-08T12:00:00Z"),
+            ],
+        )
         .await;
-        apply(vec![remove(&conv, "m0", "2025-10-08T12:00:30Z")]).await;
+        announce(&processor, &[remove(&conv, "m0", "2025-10-08T12:00:30Z")]).await;
         assert_eq!(seen(&redis, &a).await.len(), 3);
         assert!(seen(&redis, &b).await.is_empty());
-        apply(vec![conversation(&conv, &[&a, &b], "2025-10-08T12:02:00Z")]).await;
+        announce(
+            &processor,
+            &[conversation(&conv, &[&a, &b], "2025-10-08T12:02:00Z")],
+        )
+        .await;
         assert_eq!(
             seen(&redis, &b).await,
             [(
@@ -185,7 +197,11 @@ async fn a_stub_conversations_messages_reach_its_participants_once_they_are_know
             "{}: the live message, not the deleted one",
             mirror.url
         );
-        apply(vec![message(&conv, "m2", &a, "y", "2025-10-08T12:03:00Z")]).await;
+        announce(
+            &processor,
+            &[message(&conv, "m2", &a, "y", "2025-10-08T12:03:00Z")],
+        )
+        .await;
         assert_eq!(
             seen(&redis, &a).await.len(),
             4,
@@ -211,12 +227,7 @@ async fn a_conversation_and_its_messages_in_one_batch_reach_every_participant_on
                 conversation(&conv, &[&a, &b], "2025-10-08T12:00:00Z"),
             ];
             events.rotate_left(round % 3);
-            processor
-                .process(
-                    mirror_tests::records(&events),
-                    realtime_mirror::Route::AllFamilies,
-                )
-                .await;
+            announce(&processor, &events).await;
             for user in [&a, &b] {
                 let mut ids: Vec<String> =
                     seen(&redis, user).await.into_iter().map(|s| s.1).collect();
@@ -231,22 +242,13 @@ async fn a_conversation_and_its_messages_in_one_batch_reach_every_participant_on
 async fn duplicates_stale_and_rejected_events_produce_no_entry() {
     let redis = test_redis_url();
     for mirror in both().await {
-        let (a, b) = (unique_name("a"), unique_name("b"));
-        let conv = unique_name("conv");
+        let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
         let processor = mirror.announcing(&redis, Config::default()).await;
-        mirror
-            .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T12:00:00Z")])
-            .await;
         let first = vec![
             message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z"),
             edit(&conv, "m1", &a, "y", "2025-10-08T12:05:00Z"),
         ];
-        processor
-            .process(
-                mirror_tests::records(&first),
-                realtime_mirror::Route::AllFamilies,
-            )
-            .await;
+        announce(&processor, &first).await;
         let before = seen(&redis, &a).await;
         assert_eq!(before.len(), 1, "one chunk, one winner: the edit");
         let again = vec![
@@ -254,12 +256,7 @@ async fn duplicates_stale_and_rejected_events_produce_no_entry() {
             edit(&conv, "m1", &a, "older", "2025-10-08T12:03:00Z"),
             json!({"eventType": "dm.message.created", "payload": {"conversationId": conv}}),
         ];
-        let outcome = processor
-            .process(
-                mirror_tests::records(&again),
-                realtime_mirror::Route::AllFamilies,
-            )
-            .await;
+        let outcome = announce(&processor, &again).await;
         let outcomes: Vec<&Outcome> = outcome.records.iter().map(|r| &r.outcome).collect();
         assert_eq!(outcomes[0], &Outcome::Duplicate);
         assert_eq!(outcomes[1], &Outcome::Stale);
@@ -276,12 +273,11 @@ async fn backfill_and_a_quiet_processor_announce_nothing() {
     let a = unique_name("a");
     let conv = unique_name("conv");
     let quiet = mirror.announcing(&redis, Config::default()).await.quiet();
-    quiet
-        .process(
-            mirror_tests::records(&[message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z")]),
-            realtime_mirror::Route::AllFamilies,
-        )
-        .await;
+    announce(
+        &quiet,
+        &[message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z")],
+    )
+    .await;
     assert!(seen(&redis, &a).await.is_empty());
     assert_eq!(mirror.store().outbox_backlog().await.unwrap().rows, 0);
 
@@ -293,10 +289,8 @@ async fn backfill_and_a_quiet_processor_announce_nothing() {
         "messageId": "m2", "authorId": a, "body": "old", "createdAt": "2025-10-08T12:02:00Z",
         "updatedAt": "2025-10-08T12:02:00Z"}});
     std::fs::write(&source, format!("{document}\n")).unwrap();
-    let output = Command::new(env_bin("mirrorctl"))
+    let output = mirrorctl(&mirror, &redis)
         .args(["backfill", "--source", source.to_str().unwrap()])
-        .env("DATABASE_URL", &mirror.url)
-        .env("MIRROR_REDIS_URL", &redis)
         .output()
         .unwrap();
     assert!(
@@ -310,10 +304,6 @@ async fn backfill_and_a_quiet_processor_announce_nothing() {
     );
     assert!(seen(&redis, &a).await.is_empty(), "backfill announced");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn env_bin(name: &str) -> std::path::PathBuf {
-    mirror_tests::workspace_binary(name)
 }
 
 /// Redis stopped mid-stream: the SQL apply goes on, the outbox keeps the changes, and when
@@ -339,21 +329,14 @@ async fn redis_stopped_mid_stream_then_restarted_loses_nothing() {
                 })
                 .collect()
         };
-        let process = |events: Vec<Value>| {
-            let processor = &processor;
-            async move {
-                processor
-                    .process(
-                        mirror_tests::records(&events),
-                        realtime_mirror::Route::AllFamilies,
-                    )
-                    .await
-            }
-        };
-        process(vec![conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")]).await;
-        process(batch(0, 20)).await;
+        announce(
+            &processor,
+            &[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")],
+        )
+        .await;
+        announce(&processor, &batch(0, 20)).await;
         redis.stop();
-        let during = process(batch(20, 40)).await;
+        let during = announce(&processor, &batch(20, 40)).await;
         assert_eq!(
             during.counts().applied,
             20,
@@ -377,10 +360,10 @@ async fn redis_stopped_mid_stream_then_restarted_loses_nothing() {
         let delivery = during.delivery.expect("a drain was attempted");
         assert!(delivery.error.is_some(), "{delivery:?}");
         assert_eq!(delivery.backlog, 40, "20 messages × 2 users wait");
-        process(batch(40, 50)).await;
+        announce(&processor, &batch(40, 50)).await;
         redis.resume();
         tokio::time::sleep(streams::RETRY_AFTER + Duration::from_millis(200)).await;
-        let after = process(batch(50, 60)).await;
+        let after = announce(&processor, &batch(50, 60)).await;
         let delivery = after.delivery.unwrap();
         assert_eq!(delivery.error, None);
         assert_eq!(
@@ -406,14 +389,10 @@ async fn a_process_killed_between_commit_and_xadd_is_covered_by_the_leftover_swe
     let redis = PrivateRedis::start();
     let url = redis.url();
     let mirror = Mirror::postgres().await;
-    let (a, b) = (unique_name("a"), unique_name("b"));
-    let conv = unique_name("conv");
+    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
     let dir = std::env::temp_dir().join(unique_name("killed"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("events.jsonl");
-    mirror
-        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
-        .await;
     let lines: Vec<String> = (0..50)
         .map(|i| {
             message(
@@ -428,10 +407,8 @@ async fn a_process_killed_between_commit_and_xadd_is_covered_by_the_leftover_swe
         .collect();
     std::fs::write(&file, lines.join("\n")).unwrap();
     redis.freeze(true);
-    let mut child = Command::new(env_bin("mirrorctl"))
+    let mut child = mirrorctl(&mirror, &url)
         .args(["apply", file.to_str().unwrap()])
-        .env("DATABASE_URL", &mirror.url)
-        .env("MIRROR_REDIS_URL", &url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -451,10 +428,8 @@ async fn a_process_killed_between_commit_and_xadd_is_covered_by_the_leftover_swe
     redis.freeze(false);
     assert_eq!(mirror.rows("dm_messages").await.len(), 50);
 
-    let output = Command::new(env_bin("mirrorctl"))
+    let output = mirrorctl(&mirror, &url)
         .args(["stream", "drain"])
-        .env("DATABASE_URL", &mirror.url)
-        .env("MIRROR_REDIS_URL", &url)
         .output()
         .unwrap();
     assert!(
@@ -487,13 +462,9 @@ async fn a_process_killed_between_commit_and_xadd_is_covered_by_the_leftover_swe
 async fn several_writers_announce_each_conversations_changes_in_one_commit_order() {
     let redis = test_redis_url();
     let mirror = Mirror::postgres().await;
-    let (a, b) = (unique_name("a"), unique_name("b"));
-    let conv = unique_name("conv");
+    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
     let dir = std::env::temp_dir().join(unique_name("writers"));
     std::fs::create_dir_all(&dir).unwrap();
-    mirror
-        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
-        .await;
     // 4 files, each with edits of the same 20 messages at interleaved versions.
     let mut children = Vec::new();
     for writer in 0..4u32 {
@@ -517,10 +488,8 @@ async fn several_writers_announce_each_conversations_changes_in_one_commit_order
         let file = dir.join(format!("w{writer}.jsonl"));
         std::fs::write(&file, lines.join("\n")).unwrap();
         children.push(
-            Command::new(env_bin("mirrorctl"))
+            mirrorctl(&mirror, &redis)
                 .args(["apply", file.to_str().unwrap()])
-                .env("DATABASE_URL", &mirror.url)
-                .env("MIRROR_REDIS_URL", &redis)
                 .env("MIRROR_CHUNK_SIZE", "7")
                 .stdout(Stdio::null())
                 .spawn()
@@ -589,14 +558,7 @@ async fn maxlen_trimming_holds_and_replay_returns_exactly_what_a_device_missed()
             })
             .collect();
         let processor = &processor;
-        async move {
-            processor
-                .process(
-                    mirror_tests::records(&events),
-                    realtime_mirror::Route::AllFamilies,
-                )
-                .await
-        }
+        async move { announce(processor, &events).await }
     };
     apply(0, 10).await;
     let early = entries(&redis, &a).await;
@@ -654,15 +616,11 @@ async fn maxlen_trimming_holds_and_replay_returns_exactly_what_a_device_missed()
 async fn no_body_appears_in_any_stream_entry_or_log_line() {
     let redis = test_redis_url();
     let mirror = Mirror::sqlite().await;
-    let (a, b) = (unique_name("a"), unique_name("b"));
-    let conv = unique_name("conv");
+    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
     let secret = unique_name("PRIVATE-BODY-TEXT");
     let dir = std::env::temp_dir().join(unique_name("privacy"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("events.jsonl");
-    mirror
-        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
-        .await;
     let lines = [
         message(&conv, "m1", &a, &secret, "2025-10-08T12:00:00Z"),
         edit(
@@ -675,10 +633,8 @@ async fn no_body_appears_in_any_stream_entry_or_log_line() {
     ];
     let text: Vec<String> = lines.iter().map(Value::to_string).collect();
     std::fs::write(&file, text.join("\n")).unwrap();
-    let output = Command::new(env_bin("mirrorctl"))
+    let output = mirrorctl(&mirror, &redis)
         .args(["apply", file.to_str().unwrap()])
-        .env("DATABASE_URL", &mirror.url)
-        .env("MIRROR_REDIS_URL", &redis)
         .env("RUST_LOG", "trace")
         .output()
         .unwrap();
@@ -706,20 +662,15 @@ async fn no_body_appears_in_any_stream_entry_or_log_line() {
 async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
     let redis = test_redis_url();
     let mirror = Mirror::sqlite().await;
-    let (a, b) = (unique_name("a"), unique_name("b"));
-    let conv = unique_name("conv");
-    mirror
-        .apply(&[conversation(&conv, &[&a, &b], "2025-10-08T11:00:00Z")])
-        .await;
+    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
     let unreachable = mirror
         .announcing("redis://127.0.0.1:1", Config::default())
         .await;
-    let outcome = unreachable
-        .process(
-            mirror_tests::records(&[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")]),
-            realtime_mirror::Route::AllFamilies,
-        )
-        .await;
+    let outcome = announce(
+        &unreachable,
+        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
+    )
+    .await;
     assert_eq!(outcome.counts().applied, 1, "applied without Redis");
     let delivery = outcome.delivery.unwrap();
     assert!(
@@ -731,7 +682,7 @@ async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
         "{delivery:?}"
     );
     assert_eq!(delivery.backlog, 2);
-    let output = Command::new(env_bin("mirror-check"))
+    let output = Command::new(mirror_tests::workspace_binary("mirror-check"))
         .env("DATABASE_URL", &mirror.url)
         .env("MIRROR_REDIS_URL", &redis)
         .env("RUST_LOG", "warn")
@@ -763,12 +714,11 @@ async fn a_drain_stops_at_the_deadline_and_leaves_the_rest_for_the_next() {
     let unreachable = mirror
         .announcing("redis://127.0.0.1:1", Config::default())
         .await;
-    unreachable
-        .process(
-            mirror_tests::records(&[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")]),
-            realtime_mirror::Route::AllFamilies,
-        )
-        .await;
+    announce(
+        &unreachable,
+        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
+    )
+    .await;
     let fanout = Fanout::new(StreamSettings::new(&redis).unwrap())
         .await
         .unwrap();
