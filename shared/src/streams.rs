@@ -362,16 +362,19 @@ impl Fanout {
 
     fn pipeline(&self, announcements: &[Announcement]) -> redis::Pipeline {
         let mut pipeline = redis::pipe();
+        // Loaded first in the same pipeline, so a Redis that restarted (empty script cache)
+        // still runs the EVALSHAs after it.
+        pipeline.cmd("SCRIPT").arg("LOAD").arg(ADD_ENTRY).ignore();
+        let sha = redis::Script::new(ADD_ENTRY).get_hash().to_string();
         let mut users = BTreeSet::new();
         for a in announcements {
             let key = stream_key(&a.user_id);
             pipeline
-                .cmd("XADD")
+                .cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
                 .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
                 .arg(self.settings.maxlen)
-                .arg("*")
                 .arg(entry_fields(a))
                 .ignore();
             users.insert(key);
@@ -392,6 +395,18 @@ impl Fanout {
         pipeline
     }
 }
+
+/// `XADD key MAXLEN ~ ARGV[1] * prev <id> ARGV[2..]`, where `prev` is the id of the
+/// stream's newest entry before this one (`0-0` for a new stream): each entry names the one
+/// before it, so a device replaying from its last seen id knows for certain whether it is
+/// handed everything after it — whatever removed entries: trimming, or a Redis that lost
+/// data in a restart or a failover to a replica that lagged.
+const ADD_ENTRY: &str = r"
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if newest[1] then prev = newest[1][1] end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'prev', prev, unpack(ARGV, 2))
+";
 
 /// An entry's fields: pointers only.
 pub fn entry_fields(a: &Announcement) -> Vec<(&'static str, String)> {
@@ -542,70 +557,40 @@ fn entries(reply: Value) -> Result<Vec<Entry>, String> {
         .collect()
 }
 
-/// What `XINFO STREAM` says of a stream's ends, or None when the stream does not exist.
-struct Ends {
-    last_generated: (u64, u64),
-    last_generated_id: String,
-    /// The oldest entry still kept.
-    first: Option<(u64, u64)>,
-    /// Whether any entry was ever removed (trimmed or deleted): `entries-added` > `length`
-    /// (Redis ≥ 7.0, Valkey).
-    removed_any: bool,
-}
-
-async fn ends(
+/// The id of the newest entry a stream ever had (`last-generated-id`), or None when the
+/// stream does not exist.
+async fn last_generated(
     connection: &mut MultiplexedConnection,
     user_id: &str,
-) -> Result<Option<Ends>, String> {
+) -> Result<Option<String>, String> {
     let reply: redis::RedisResult<Value> = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(stream_key(user_id))
         .query_async(connection)
         .await;
-    let reply = match reply {
-        Ok(reply) => reply,
-        Err(e) if e.to_string().contains("no such key") => return Ok(None),
-        Err(e) => return Err(format!("XINFO STREAM failed: {e}")),
-    };
     let pairs: Vec<(String, Value)> = match reply {
-        Value::Array(items) => items
+        Ok(Value::Array(items)) => items
             .chunks(2)
             .filter_map(|kv| Some((text(&kv[0])?, kv.get(1)?.clone())))
             .collect(),
-        Value::Map(items) => items
+        Ok(Value::Map(items)) => items
             .into_iter()
             .filter_map(|(k, v)| Some((text(&k)?, v)))
             .collect(),
-        other => return Err(format!("unexpected XINFO STREAM reply {other:?}")),
+        Ok(other) => return Err(format!("unexpected XINFO STREAM reply {other:?}")),
+        Err(e) if e.to_string().contains("no such key") => return Ok(None),
+        Err(e) => return Err(format!("XINFO STREAM failed: {e}")),
     };
-    let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-    let number = |name: &str| {
-        field(name)
-            .and_then(text)
-            .and_then(|t| t.parse::<u64>().ok())
-    };
-    let last_generated_id = field("last-generated-id")
-        .and_then(text)
-        .unwrap_or_else(|| "0-0".into());
-    let added = number("entries-added").ok_or(
-        "this Redis does not report entries-added: Redis 7.0 or later (or Valkey) is needed to detect trimmed replays",
-    )?;
-    let length = number("length").unwrap_or(0);
-    let first = match field("first-entry") {
-        Some(Value::Array(entry)) => entry.first().and_then(text).and_then(|id| id_parts(&id)),
-        _ => None,
-    };
-    Ok(Some(Ends {
-        last_generated: id_parts(&last_generated_id).unwrap_or_default(),
-        last_generated_id,
-        first,
-        removed_any: added > length,
-    }))
+    Ok(pairs
+        .into_iter()
+        .find(|(k, _)| k == "last-generated-id")
+        .and_then(|(_, v)| text(&v)))
 }
 
 /// What device `device_id` of `user_id` missed: the entries after its last acknowledged
-/// id, or — when some of them were trimmed away, the stream was lost, or the device never
-/// acknowledged anything — a resync, never a replay with a hole.
+/// id — exactly those: the first one's `prev` must be that id — or, when some of them are
+/// gone (trimmed away, or lost by Redis), the device never acknowledged anything, or the
+/// stream is newer than what it saw, a resync. Never a replay with a hole.
 pub async fn replay(
     connection: &mut MultiplexedConnection,
     user_id: &str,
@@ -617,13 +602,11 @@ pub async fn replay(
         .query_async(connection)
         .await
         .map_err(|e| format!("GET failed: {e}"))?;
-    let ends = ends(connection, user_id).await?;
+    let newest = last_generated(connection, user_id).await?;
     let resync = |reason: &str| {
         Ok(Replay::Resync {
             reason: reason.to_string(),
-            resume_from: ends
-                .as_ref()
-                .map_or("0-0".to_string(), |e| e.last_generated_id.clone()),
+            resume_from: newest.clone().unwrap_or_else(|| "0-0".to_string()),
         })
     };
     let Some(last_seen) = last_seen else {
@@ -635,22 +618,24 @@ pub async fn replay(
             device_key(device_id)
         )
     })?;
-    match &ends {
+    match newest.as_deref().and_then(id_parts) {
         None if seen == (0, 0) => {}
         None => return resync("the stream is gone (Redis lost it): load from SQL"),
-        Some(ends) if seen > ends.last_generated => {
-            return resync("the stream is older than the device's last seen id (Redis lost its data): load from SQL")
-        }
-        // Trimming removes the oldest entries: a device whose last seen id is before the
-        // oldest kept entry may have missed removed ones. Told to resync whenever that cannot
-        // be ruled out (nothing was ever removed, or it has seen past the oldest kept).
-        Some(ends) if ends.removed_any && ends.first.is_none_or(|first| seen < first) => {
-            return resync("entries after the device's last seen id were trimmed away: load from SQL")
-        }
+        Some(newest) if seen > newest => return resync(
+            "the stream is older than the device's last seen id (Redis lost data): load from SQL",
+        ),
         Some(_) => {}
     }
+    let entries = tail(connection, user_id, Some(&last_seen), count).await?;
+    if let Some(first) = entries.first() {
+        if first.fields.get("prev") != Some(&last_seen) {
+            return resync(
+                "entries after the device's last seen id are gone (trimmed away, or lost by Redis): load from SQL",
+            );
+        }
+    }
     Ok(Replay::Entries {
-        entries: tail(connection, user_id, Some(&last_seen), count).await?,
+        entries,
         after: last_seen,
     })
 }

@@ -150,6 +150,7 @@ async fn every_applied_message_change_appears_once_per_participant_in_commit_ord
             [
                 "conversationId",
                 "messageId",
+                "prev",
                 "senderId",
                 "ts",
                 "type",
@@ -729,4 +730,46 @@ async fn a_drain_stops_at_the_deadline_and_leaves_the_rest_for_the_next() {
     let later = fanout.drain(mirror.store()).await;
     assert_eq!((later.delivered, later.backlog), (1, 0), "{later:?}");
     assert_eq!(seen(&redis, &a).await.len(), 1);
+}
+
+/// Each entry names the entry before it (`prev`), so a device whose missed entries were
+/// lost by Redis — a restart without persistence, a failover to a replica that lagged — is
+/// told to resync, though the stream has since grown again past its last seen id.
+#[tokio::test]
+async fn a_device_is_told_to_resync_when_redis_lost_entries_it_never_saw() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let (a, _b, conv) = two_users_in_a_conversation(&mirror).await;
+    let processor = mirror.announcing(&redis, Config::default()).await;
+    let mut conn = connection(&redis).await;
+    let device = unique_name("device");
+    let at = |m: u32| format!("2025-10-08T12:{m:02}:00Z");
+    announce(&processor, &[message(&conv, "m1", &a, "x", &at(1))]).await;
+    let first = entries(&redis, &a).await;
+    assert_eq!(first[0].fields["prev"], "0-0", "a new stream's first entry");
+    streams::ack(&mut conn, &device, &first[0].id)
+        .await
+        .unwrap();
+    announce(&processor, &[message(&conv, "m2", &a, "x", &at(2))]).await;
+    let Replay::Entries {
+        entries: missed, ..
+    } = streams::replay(&mut conn, &a, &device, 10).await.unwrap()
+    else {
+        panic!("nothing was lost yet")
+    };
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed[0].fields["prev"], first[0].id);
+
+    // Redis loses the stream (m2 with it); m3 arrives: the stream has entries after the
+    // device's last seen id again, but not the one it missed.
+    let _: () = redis::cmd("DEL")
+        .arg(streams::stream_key(&a))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    announce(&processor, &[message(&conv, "m3", &a, "x", &at(3))]).await;
+    match streams::replay(&mut conn, &a, &device, 10).await.unwrap() {
+        Replay::Resync { reason, .. } => assert!(reason.contains("gone"), "{reason}"),
+        other => panic!("a replay with a hole: {other:?}"),
+    }
 }
