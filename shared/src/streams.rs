@@ -1,7 +1,8 @@
 //! Realtime delivery (issue 12, seed 003): every message change that took effect is added to
 //! the Redis Stream of each user it concerns, `stream:user:{userId}`, as a pointer — `type`
 //! (`message.created|updated|deleted`), `messageId`, `conversationId`, `senderId`, `version`,
-//! `ts` (when the mirror applied it, epoch milliseconds) — never a body.
+//! `ts` (when the mirror applied it, epoch milliseconds), `prev` (the stream's entry before
+//! it, so a device can tell a replay with a hole) — never a body.
 //!
 //! The changes come from the store's transactional outbox ([`crate::store::OutboxLease`]):
 //! what a duplicate or stale event would have announced is never written, and what is
@@ -27,7 +28,7 @@ use crate::store::{Announcement, Backlog, Store};
 use crate::timestamp::Timestamp;
 
 /// `MIRROR_STREAM_MAXLEN`: entries kept per user (approximately: `MAXLEN ~`). At about
-/// 145 bytes an entry (measured, BENCHMARKS.md), 10,000 entries is about 1.4 MB per user.
+/// 170 bytes an entry (measured, BENCHMARKS.md), 10,000 entries is about 1.7 MB per user.
 pub const DEFAULT_MAXLEN: u64 = 10_000;
 /// `MIRROR_STREAM_MAXLEN` from 100 to 1,000,000.
 pub const MAXLEN_RANGE: (u64, u64) = (100, 1_000_000);
