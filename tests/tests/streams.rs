@@ -455,73 +455,65 @@ async fn a_process_killed_between_commit_and_xadd_is_covered_by_the_leftover_swe
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Several processes applying one conversation's messages at once on one PostgreSQL: every
-/// user's stream shows each message's versions only increasing (a device applying entries in
-/// order ends on the latest), all users see the conversation's changes in one order, and
-/// nothing is missing.
+/// Several processes applying one conversation's messages at once on one PostgreSQL, at
+/// several chunk sizes: every user's stream shows each message's versions only increasing (a
+/// device applying entries in order ends on the latest), all users see the conversation's
+/// changes in one order, and nothing is missing or left in the outbox.
 #[tokio::test]
 async fn several_writers_announce_each_conversations_changes_in_one_commit_order() {
     let redis = test_redis_url();
-    let mirror = Mirror::postgres().await;
-    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
-    let dir = std::env::temp_dir().join(unique_name("writers"));
-    std::fs::create_dir_all(&dir).unwrap();
-    // 4 files, each with edits of the same 20 messages at interleaved versions.
-    let mut children = Vec::new();
-    for writer in 0..4u32 {
-        let lines: Vec<String> = (0..20)
-            .flat_map(|m| {
-                let conv = conv.clone();
-                let a = a.clone();
-                (0..5u32).map(move |k| {
-                    let second = k * 4 + writer;
-                    edit(
-                        &conv,
-                        &format!("m{m:02}"),
-                        &a,
-                        "x",
-                        &format!("2025-10-08T12:{m:02}:{second:02}Z"),
-                    )
-                    .to_string()
+    for chunk_size in ["1", "7", "40"] {
+        let mirror = Mirror::postgres().await;
+        let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
+        let dir = std::env::temp_dir().join(unique_name("writers"));
+        std::fs::create_dir_all(&dir).unwrap();
+        // 4 files, each with edits of the same 20 messages at interleaved versions.
+        let mut children = Vec::new();
+        for writer in 0..4u32 {
+            let lines: Vec<String> = (0..20)
+                .flat_map(|m| {
+                    let (conv, a) = (conv.clone(), a.clone());
+                    (0..5u32).map(move |k| {
+                        let at = format!("2025-10-08T12:{m:02}:{:02}Z", k * 4 + writer);
+                        edit(&conv, &format!("m{m:02}"), &a, "x", &at).to_string()
+                    })
                 })
-            })
-            .collect();
-        let file = dir.join(format!("w{writer}.jsonl"));
-        std::fs::write(&file, lines.join("\n")).unwrap();
-        children.push(
-            mirrorctl(&mirror, &redis)
-                .args(["apply", file.to_str().unwrap()])
-                .env("MIRROR_CHUNK_SIZE", "7")
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
-    }
-    let conversation_order = |entries: &[(String, String, String)]| entries.to_vec();
-    let seen_a = seen(&redis, &a).await;
-    let seen_b = seen(&redis, &b).await;
-    assert_eq!(conversation_order(&seen_a), conversation_order(&seen_b));
-    let mut last: BTreeMap<&str, &str> = BTreeMap::new();
-    for (_, id, version) in &seen_a {
-        if let Some(before) = last.insert(id, version) {
-            assert!(
-                version.as_str() > before,
-                "{id}: {version} announced after {before}"
+                .collect();
+            let file = dir.join(format!("w{writer}.jsonl"));
+            std::fs::write(&file, lines.join("\n")).unwrap();
+            children.push(
+                mirrorctl(&mirror, &redis)
+                    .args(["apply", file.to_str().unwrap()])
+                    .env("MIRROR_CHUNK_SIZE", chunk_size)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap(),
             );
         }
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        let seen_a = seen(&redis, &a).await;
+        assert_eq!(seen_a, seen(&redis, &b).await, "chunk {chunk_size}");
+        let mut last: BTreeMap<&str, &str> = BTreeMap::new();
+        for (_, id, version) in &seen_a {
+            if let Some(before) = last.insert(id, version) {
+                assert!(
+                    version.as_str() > before,
+                    "chunk {chunk_size}: {id}: {version} announced after {before}"
+                );
+            }
+        }
+        assert_eq!(last.len(), 20);
+        for (id, version) in &last {
+            assert!(
+                version.ends_with(":19.000000Z"),
+                "chunk {chunk_size}: {id} ends on its latest version, not {version}"
+            );
+        }
+        assert_eq!(mirror.store().outbox_backlog().await.unwrap().rows, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
-    assert_eq!(last.len(), 20);
-    for (id, version) in &last {
-        assert!(
-            version.ends_with(":19.000000Z"),
-            "{id} ends on its latest version, not {version}"
-        );
-    }
-    assert_eq!(mirror.store().outbox_backlog().await.unwrap().rows, 0);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `MAXLEN ~ N` keeps a stream near N entries; a device whose last seen id was trimmed away
@@ -771,5 +763,49 @@ async fn a_device_is_told_to_resync_when_redis_lost_entries_it_never_saw() {
     match streams::replay(&mut conn, &a, &device, 10).await.unwrap() {
         Replay::Resync { reason, .. } => assert!(reason.contains("gone"), "{reason}"),
         other => panic!("a replay with a hole: {other:?}"),
+    }
+}
+
+/// Commit order per conversation holds across processes because drainers take the outbox
+/// one at a time, oldest rows first: a second drainer waits while the first holds its lease,
+/// then starts where the first stopped — never skips ahead of rows being delivered.
+#[tokio::test]
+async fn drainers_take_the_outbox_one_at_a_time_in_id_order() {
+    for mirror in both().await {
+        let (a, _b, conv) = two_users_in_a_conversation(&mirror).await;
+        let unreachable = mirror
+            .announcing("redis://127.0.0.1:1", Config::default())
+            .await;
+        let events: Vec<Value> = (0..3)
+            .map(|i| {
+                message(
+                    &conv,
+                    &format!("m{i}"),
+                    &a,
+                    "x",
+                    &format!("2025-10-08T12:0{i}:00Z"),
+                )
+            })
+            .collect();
+        announce(&unreachable, &events).await;
+        let store = mirror.store().clone();
+        let first = store.lease_outbox(2).await.unwrap();
+        let first_ids: Vec<i64> = first.announcements.iter().map(|x| x.id).collect();
+        assert_eq!(first_ids.len(), 2);
+        let second = tokio::spawn(async move { store.lease_outbox(100).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "{}: a second drainer went ahead",
+            mirror.url
+        );
+        first.delivered().await.unwrap();
+        let second = second.await.unwrap();
+        let second_ids: Vec<i64> = second.announcements.iter().map(|x| x.id).collect();
+        assert_eq!(second_ids.len(), 4, "{}: 6 rows, 2 delivered", mirror.url);
+        assert!(second_ids[0] > *first_ids.last().unwrap(), "id order");
+        assert!(second_ids.windows(2).all(|w| w[0] < w[1]));
+        second.delivered().await.unwrap();
+        assert_eq!(mirror.store().outbox_backlog().await.unwrap().rows, 0);
     }
 }
