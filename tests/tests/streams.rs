@@ -809,3 +809,54 @@ async fn drainers_take_the_outbox_one_at_a_time_in_id_order() {
         assert_eq!(mirror.store().outbox_backlog().await.unwrap().rows, 0);
     }
 }
+
+/// `MIRROR_STREAM_MAX_AGE` trims by age as well (`XTRIM … MINID ~`, whole nodes of 100
+/// entries): old entries go, the newest stay, and a device behind the trim resyncs.
+#[tokio::test]
+async fn entries_older_than_the_max_age_are_trimmed() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let (a, _b, conv) = two_users_in_a_conversation(&mirror).await;
+    let mut settings = StreamSettings::new(&redis).unwrap();
+    settings.max_age = Some(Duration::from_secs(1));
+    let config = Config {
+        database_url: realtime_mirror::config::DatabaseUrl::new(mirror.url.clone()),
+        streams: Some(settings),
+        ..Config::default()
+    };
+    let processor = Processor::connect(config).await.unwrap();
+    let old: Vec<Value> = (0..250)
+        .map(|i| {
+            message(
+                &conv,
+                &format!("old{i:03}"),
+                &a,
+                "x",
+                &format!("2025-10-08T12:{:02}:{:02}Z", i / 60, i % 60),
+            )
+        })
+        .collect();
+    announce(&processor, &old).await;
+    let mut conn = connection(&redis).await;
+    let device = unique_name("device");
+    streams::ack(&mut conn, &device, &entries(&redis, &a).await[0].id)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    announce(
+        &processor,
+        &[message(&conv, "new", &a, "x", "2025-10-08T13:00:00Z")],
+    )
+    .await;
+    let kept = entries(&redis, &a).await;
+    assert!(
+        kept.len() <= 101,
+        "only the last node of old entries may stay: {}",
+        kept.len()
+    );
+    assert_eq!(kept.last().unwrap().fields["messageId"], "new");
+    assert!(matches!(
+        streams::replay(&mut conn, &a, &device, 1000).await.unwrap(),
+        Replay::Resync { .. }
+    ));
+}
