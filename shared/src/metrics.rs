@@ -68,6 +68,60 @@ pub struct StreamMetrics {
     pub outbox_backlog_age_ms: u64,
 }
 
+impl From<&crate::streams::Delivery> for StreamMetrics {
+    fn from(d: &crate::streams::Delivery) -> Self {
+        StreamMetrics {
+            entries: d.delivered,
+            fanout_latency_ms: d.latency_ms.clone(),
+            outbox_backlog: d.backlog,
+            outbox_backlog_age_ms: d.backlog_age_ms,
+        }
+    }
+}
+
+impl StreamMetrics {
+    /// Entries added, and the backlog left: rows and the oldest one's age in seconds.
+    fn counts(&self) -> [(&'static str, &'static str, Value); 3] {
+        [
+            ("stream_entries", "Count", json!(self.entries)),
+            ("outbox_backlog", "Count", json!(self.outbox_backlog)),
+            (
+                "outbox_backlog_age_s",
+                "Seconds",
+                json!(self.outbox_backlog_age_ms as f64 / 1000.0),
+            ),
+        ]
+    }
+}
+
+/// The outbox sweep's EMF documents (`Function=mirror-check`): the counts in the first,
+/// commit → `XADD` latencies [`MAX_VALUES`] to a document.
+pub fn sweep_documents(
+    delivery: &crate::streams::Delivery,
+    namespace: &str,
+    timestamp_millis: i64,
+) -> Vec<Value> {
+    let stream = StreamMetrics::from(delivery);
+    let latencies: Vec<&[f64]> = stream.fanout_latency_ms.chunks(MAX_VALUES).collect();
+    (0..latencies.len().max(1))
+        .map(|i| {
+            let mut metrics: Vec<(&str, &str, Value)> = Vec::new();
+            if let Some(values) = latencies.get(i) {
+                metrics.push(("fanout_latency_ms", "Milliseconds", json!(values)));
+            }
+            if i == 0 {
+                metrics.extend(stream.counts());
+            }
+            emf(
+                namespace,
+                timestamp_millis,
+                &[("Function", crate::scheduled::FUNCTION)],
+                metrics,
+            )
+        })
+        .collect()
+}
+
 impl InvocationMetrics {
     pub fn measure(
         namespace: &str,
@@ -94,12 +148,7 @@ impl InvocationMetrics {
             ..InvocationMetrics::default()
         };
         m.sql_mirror_latency_ms = enqueue_to_commit_ms(outcome, sent_at_millis, committed_at);
-        m.stream = outcome.delivery.as_ref().map(|d| StreamMetrics {
-            entries: d.delivered,
-            fanout_latency_ms: d.latency_ms.clone(),
-            outbox_backlog: d.backlog,
-            outbox_backlog_age_ms: d.backlog_age_ms,
-        });
+        m.stream = outcome.delivery.as_ref().map(StreamMetrics::from);
         for r in &outcome.records {
             if let (Outcome::Applied, Some(at)) = (&r.outcome, r.occurred_at) {
                 let micros = (committed - at.as_datetime())
@@ -134,13 +183,7 @@ impl InvocationMetrics {
                     metrics.push(("fanout_latency_ms", "Milliseconds", json!(values)));
                 }
                 if let (0, Some(stream)) = (i, &self.stream) {
-                    metrics.push(("stream_entries", "Count", json!(stream.entries)));
-                    metrics.push(("outbox_backlog", "Count", json!(stream.outbox_backlog)));
-                    metrics.push((
-                        "outbox_backlog_age_s",
-                        "Seconds",
-                        json!(stream.outbox_backlog_age_ms as f64 / 1000.0),
-                    ));
+                    metrics.extend(stream.counts());
                 }
                 if i == 0 {
                     for (name, value) in [

@@ -6,8 +6,14 @@
 //! invocation's time is nearly spent (the next run goes on). A copy arriving after its key
 //! is gone is still recognised by the row (same version and content: a duplicate; older:
 //! stale), so the retention bounds only how a copy of a since-superseded event is labelled.
-//! With `MIRROR_REDIS_URL`, it also delivers what waits in the realtime outbox. Outside
-//! Lambda it runs once and prints the report, for cron or a shell.
+//! With `MIRROR_REDIS_URL`, it also delivers what waits in the realtime outbox.
+//!
+//! An event `{"task": "drain"}` (the template's one-minute schedule when realtime delivery is
+//! on) runs only the outbox sweep: whatever a crash or a Redis outage left in the outbox is
+//! delivered within a minute even when no traffic comes, and the backlog's age is reported
+//! every minute (`outbox_backlog_age_s`, `Function=mirror-check`), which the template alarms
+//! on. Outside Lambda it runs once (`mirror-check`, or `mirror-check drain`) and prints the
+//! report, for cron or a shell.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
@@ -52,20 +58,76 @@ async fn run() -> Result<(), Error> {
         stub_age,
     };
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
-        let report = once(&processor, &options, retention, None).await?;
+        let task = Task::from_args(std::env::args().skip(1))?;
+        let report = match task {
+            Task::Check => once(&processor, &options, retention, None).await?,
+            Task::Drain => sweep(&processor, None).await?,
+        };
         println!("{report}");
         return Ok(());
     }
     let (processor, options) = (&processor, &options);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
         // Leave a minute of the invocation for the last prune transaction and the reply.
         let now_ms = chrono::Utc::now().timestamp_millis() as u64;
         let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
         let deadline = std::time::Instant::now() + left.saturating_sub(Duration::from_secs(60));
-        once(processor, options, retention, Some(deadline))
+        match Task::from_payload(&event.payload)? {
+            Task::Check => once(processor, options, retention, Some(deadline)).await,
+            // A sweep ends before the next one starts.
+            Task::Drain => {
+                let deadline = deadline.min(std::time::Instant::now() + SWEEP_BUDGET);
+                sweep(processor, Some(deadline)).await
+            }
+        }
     }))
     .await
 }
+
+/// What one run does: the self-check (then pruning and a drain), or only the outbox sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    Check,
+    Drain,
+}
+
+impl Task {
+    /// From the invocation's event: `{"task": "drain"}` sweeps the outbox; `{"task":
+    /// "check"}`, or any event without `task` (EventBridge's own scheduled event), checks.
+    pub fn from_payload(payload: &Value) -> Result<Task, String> {
+        match payload.get("task") {
+            None => Ok(Task::Check),
+            Some(Value::String(task)) => Task::named(task),
+            Some(other) => Err(format!(
+                "the event's \"task\" is {other}: expected \"check\" or \"drain\""
+            )),
+        }
+    }
+
+    /// From the command line outside Lambda: no argument or `check`, or `drain`.
+    pub fn from_args(mut args: impl Iterator<Item = String>) -> Result<Task, String> {
+        match (args.next(), args.next()) {
+            (None, _) => Ok(Task::Check),
+            (Some(task), None) => Task::named(&task),
+            (Some(_), Some(extra)) => Err(format!(
+                "unexpected argument {extra:?}: usage: {FUNCTION} [check|drain]"
+            )),
+        }
+    }
+
+    fn named(task: &str) -> Result<Task, String> {
+        match task {
+            "check" => Ok(Task::Check),
+            "drain" => Ok(Task::Drain),
+            other => Err(format!(
+                "unknown task {other:?}: usage: {FUNCTION} [check|drain] (check: the self-check, then pruning; drain: only the realtime outbox sweep)"
+            )),
+        }
+    }
+}
+
+/// The longest an outbox sweep runs; the template schedules one a minute.
+pub const SWEEP_BUDGET: Duration = Duration::from_secs(50);
 
 /// How long applied keys are kept unless `MIRROR_APPLIED_KEYS_RETENTION` says otherwise.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(86_400);
@@ -108,9 +170,81 @@ pub async fn once(
     result["appliedKeysPruned"] = pruned.into();
     // With realtime delivery on, the outbox too: a system with no traffic left still
     // delivers what a crash or an outage left behind.
-    if let Some(fanout) = processor.fanout() {
-        let delivery = fanout.drain(processor.store()).await;
-        result["streams"] = serde_json::to_value(&delivery)?;
+    if processor.fanout().is_some() {
+        result["streams"] = sweep(processor, deadline).await?["streams"].take();
     }
     Ok(result)
+}
+
+/// Delivers what waits in the realtime outbox until `deadline`, writes the EMF document
+/// (entries, commit → `XADD`, the backlog left and its age) and returns `{"streams": …}`.
+/// A Redis that cannot be reached is not an error of the invocation: the rows wait, and the
+/// backlog's age (alarmed on) says how long.
+pub async fn sweep(
+    processor: &Processor,
+    deadline: Option<std::time::Instant>,
+) -> Result<Value, Error> {
+    let Some(fanout) = processor.fanout() else {
+        return Err("drain: realtime delivery is off (MIRROR_REDIS_URL is not set), so there is no outbox to deliver".into());
+    };
+    let deadline = deadline.map(tokio::time::Instant::from_std);
+    let delivery = fanout.drain_until(processor.store(), deadline).await;
+    let now = Timestamp::now().as_datetime().timestamp_millis();
+    for document in
+        crate::metrics::sweep_documents(&delivery, &processor.config().metrics_namespace, now)
+    {
+        println!("{document}");
+    }
+    tracing::info!(
+        delivered = delivery.delivered,
+        backlog = delivery.backlog,
+        backlog_age_ms = delivery.backlog_age_ms,
+        error = delivery.error.as_deref(),
+        "outbox swept"
+    );
+    Ok(serde_json::json!({ "streams": delivery }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_event_names_its_task_and_eventbridges_own_event_is_the_check() {
+        let scheduled =
+            json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+        assert_eq!(Task::from_payload(&scheduled), Ok(Task::Check));
+        assert_eq!(
+            Task::from_payload(&json!({"task": "check"})),
+            Ok(Task::Check)
+        );
+        assert_eq!(
+            Task::from_payload(&json!({"task": "drain"})),
+            Ok(Task::Drain)
+        );
+        let unknown = Task::from_payload(&json!({"task": "sweep"})).unwrap_err();
+        assert!(unknown.contains("unknown task \"sweep\""), "{unknown}");
+        let wrong_type = Task::from_payload(&json!({"task": 1})).unwrap_err();
+        assert!(wrong_type.contains("\"task\" is 1"), "{wrong_type}");
+    }
+
+    #[test]
+    fn the_command_line_names_its_task_or_checks() {
+        let args = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert_eq!(Task::from_args(args(&[])), Ok(Task::Check));
+        assert_eq!(Task::from_args(args(&["check"])), Ok(Task::Check));
+        assert_eq!(Task::from_args(args(&["drain"])), Ok(Task::Drain));
+        assert!(Task::from_args(args(&["drain", "now"]))
+            .unwrap_err()
+            .contains("usage: mirror-check [check|drain]"));
+        assert!(Task::from_args(args(&["--help"]))
+            .unwrap_err()
+            .contains("unknown task"));
+    }
 }

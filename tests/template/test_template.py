@@ -158,13 +158,37 @@ class Template(unittest.TestCase):
         self.assertEqual((ingress[0]["FromPort"], ingress[0]["ToPort"]), (6379, 6379))
         self.assertEqual(ingress[0]["SourceSecurityGroupId"], {"Ref": "FunctionSecurityGroup"})
         self.assertNotIn("CidrIp", ingress[0])
-        alarm = self.r["OutboxAgeAlarm"]["Properties"]
-        self.assertEqual(alarm["MetricName"], "outbox_backlog_age_s")
-        self.assertEqual(alarm["Threshold"], {"Ref": "OutboxAgeAlarmSeconds"})
         self.assertEqual(self.r["OutboxAgeAlarm"]["Condition"], "RealtimeOn")
         rules = self.t["Rules"]
         self.assertIn("ElastiCacheNeedsAVpcAndAnAuthToken", rules)
         self.assertIn("ExistingRedisNeedsItsUrl", rules)
+
+    def test_with_realtime_delivery_on_the_outbox_is_swept_every_minute_and_its_age_alarmed_on(self):
+        """Leftovers are delivered without traffic, and the alarm's metric comes every minute
+        (the functions report it only when they run). Checked on SAM's output."""
+        generated = transformed()["Resources"]
+        rules = [r["Properties"] for r in generated.values() if r["Type"] == "AWS::Events::Rule"
+                 and r["Properties"]["Description"] == "realtime-mirror outbox sweep"]
+        self.assertEqual(len(rules), 1)
+        sweep = rules[0]
+        self.assertEqual(sweep["ScheduleExpression"], "rate(1 minute)")
+        self.assertEqual(sweep["State"], {"Fn::If": ["RealtimeOn", "ENABLED", "DISABLED"]})
+        self.assertEqual(sweep["Targets"][0]["Arn"], {"Fn::GetAtt": ["MirrorCheckFunction", "Arn"]})
+        self.assertEqual(json.loads(sweep["Targets"][0]["Input"]), {"task": "drain"})
+        alarm = self.r["OutboxAgeAlarm"]["Properties"]
+        self.assertEqual((alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]),
+                         (NAMESPACE, "outbox_backlog_age_s", "Maximum"))
+        self.assertEqual(alarm["Dimensions"], [{"Name": "Function", "Value": "mirror-check"}])
+        self.assertEqual(alarm["Threshold"], {"Ref": "OutboxAgeAlarmSeconds"})
+        self.assertEqual(alarm["Period"], 60)
+        self.assertEqual(alarm["TreatMissingData"], "ignore")
+        # The sweep reaches Redis as the functions do: its URL, its token's secret, its VPC.
+        env = self.globals["Environment"]["Variables"]
+        self.assertIn("MIRROR_REDIS_URL", env)
+        role = self.r["MirrorCheckFunctionRole"]["Properties"]["Policies"]
+        redis_policies = [p for p in role if isinstance(p, dict) and "Fn::If" in p
+                          and p["Fn::If"][0] == "HasRedisSecret"]
+        self.assertEqual(len(redis_policies), 1)
 
     def test_the_scheduled_check_prunes_applied_keys_older_than_the_retention_parameter(self):
         """The ledger of applied keys stays bounded without an operator (issue 11)."""
@@ -190,9 +214,11 @@ class Template(unittest.TestCase):
         self.assertEqual(fn["Metadata"]["BuildProperties"]["Binary"], "mirror-check")
         self.assertEqual(fn["Properties"]["Environment"]["Variables"]["MIRROR_CHECK_STUB_AGE"], {"Ref": "CheckStubAge"})
         generated = transformed()["Resources"]
-        rules = [r for r in generated.values() if r["Type"] == "AWS::Events::Rule"]
+        rules = [r for r in generated.values() if r["Type"] == "AWS::Events::Rule"
+                 and r["Properties"]["Description"] == "realtime-mirror self-check"]
         self.assertEqual(len(rules), 1)
         props = rules[0]["Properties"]
+        self.assertNotIn("Input", props["Targets"][0])
         self.assertEqual(props["ScheduleExpression"], {"Fn::If": ["CheckOn", {"Ref": "CheckSchedule"}, "rate(1 day)"]})
         self.assertEqual(props["State"], {"Fn::If": ["CheckOn", "ENABLED", "DISABLED"]})
         self.assertEqual(props["Targets"][0]["Arn"], {"Fn::GetAtt": ["MirrorCheckFunction", "Arn"]})

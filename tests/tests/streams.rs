@@ -696,6 +696,96 @@ async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
     }
 }
 
+/// The minute's outbox sweep (`mirror-check drain`; `{"task": "drain"}` in Lambda): while
+/// Redis cannot be reached it exits cleanly and reports the backlog and its age under
+/// `Function=mirror-check` (what the template's alarm reads, whatever the traffic); once
+/// Redis answers it delivers every leftover with no new event applied.
+#[tokio::test]
+async fn the_outbox_sweep_reports_the_backlogs_age_and_delivers_leftovers_without_traffic() {
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
+    let unreachable = mirror
+        .announcing("redis://127.0.0.1:1", Config::default())
+        .await;
+    let outcome = announce(
+        &unreachable,
+        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
+    )
+    .await;
+    assert_eq!(outcome.delivery.unwrap().backlog, 2);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let sweep = |redis_url: Option<&str>| {
+        let mut command = Command::new(mirror_tests::workspace_binary("mirror-check"));
+        command
+            .arg("drain")
+            .env("DATABASE_URL", &mirror.url)
+            .env("RUST_LOG", "warn")
+            .env_remove("MIRROR_REDIS_URL")
+            .env_remove("AWS_LAMBDA_RUNTIME_API");
+        if let Some(url) = redis_url {
+            command.env("MIRROR_REDIS_URL", url);
+        }
+        let output = command.output().unwrap();
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (
+            output.status,
+            lines,
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+
+    let (status, lines, stderr) = sweep(Some("redis://127.0.0.1:1"));
+    assert!(status.success(), "{stderr}");
+    let (metrics, report) = (&lines[0], lines.last().unwrap());
+    assert_eq!(
+        metrics["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Function"]]),
+        "{metrics}"
+    );
+    assert_eq!(metrics["Function"], "mirror-check");
+    assert_eq!(metrics["outbox_backlog"], 2, "{metrics}");
+    assert!(
+        metrics["outbox_backlog_age_s"].as_f64().unwrap() >= 0.02,
+        "{metrics}"
+    );
+    assert_eq!(metrics["stream_entries"], 0);
+    assert_eq!(report["streams"]["backlog"], 2, "{report}");
+    let error = report["streams"]["error"].as_str().unwrap();
+    assert!(error.contains("cannot reach Redis"), "{report}");
+    assert!(
+        stderr.contains("cannot reach Redis"),
+        "the failure is logged: {stderr}"
+    );
+
+    let (status, lines, stderr) = sweep(Some(&redis));
+    assert!(status.success(), "{stderr}");
+    let (metrics, report) = (&lines[0], lines.last().unwrap());
+    assert_eq!(metrics["stream_entries"], 2, "{metrics}");
+    assert_eq!(metrics["outbox_backlog"], 0);
+    assert_eq!(metrics["outbox_backlog_age_s"], 0.0);
+    assert_eq!(metrics["fanout_latency_ms"].as_array().unwrap().len(), 2);
+    assert_eq!(report["streams"]["delivered"], 2, "{report}");
+    assert_eq!(report["streams"]["error"], Value::Null);
+    for user in [&a, &b] {
+        assert_eq!(seen(&redis, user).await.len(), 1, "{user}");
+    }
+
+    let (status, _, stderr) = sweep(None);
+    assert!(
+        !status.success(),
+        "a sweep without Redis configured is an error"
+    );
+    assert!(
+        stderr.contains("realtime delivery is off (MIRROR_REDIS_URL is not set)"),
+        "{stderr}"
+    );
+}
+
 /// In Lambda the drain stops at the invocation's deadline (less its margin): a backlog left
 /// by an outage never makes an invocation time out; the rest waits for the next drain.
 #[tokio::test]
