@@ -67,21 +67,31 @@ async fn run() -> Result<(), Error> {
         return Ok(());
     }
     let (processor, options) = (&processor, &options);
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
-        // Leave a minute of the invocation for the last prune transaction and the reply.
-        let now_ms = chrono::Utc::now().timestamp_millis() as u64;
-        let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-        let deadline = std::time::Instant::now() + left.saturating_sub(Duration::from_secs(60));
-        match Task::from_payload(&event.payload)? {
-            Task::Check => once(processor, options, retention, Some(deadline)).await,
-            // A sweep ends before the next one starts.
-            Task::Drain => {
-                let deadline = deadline.min(std::time::Instant::now() + SWEEP_BUDGET);
-                sweep(processor, Some(deadline)).await
-            }
-        }
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+        handle(processor, options, retention, event)
     }))
     .await
+}
+
+/// One invocation: the task its event names, with a minute of the invocation left for the
+/// last prune transaction and the reply; a sweep ends within [`SWEEP_BUDGET`], before the
+/// next one starts.
+pub async fn handle(
+    processor: &Processor,
+    options: &SelfCheckOptions,
+    retention: Option<Duration>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
+    let now_ms = chrono::Utc::now().timestamp_millis() as u64;
+    let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+    let deadline = std::time::Instant::now() + left.saturating_sub(Duration::from_secs(60));
+    match Task::from_payload(&event.payload)? {
+        Task::Check => once(processor, options, retention, Some(deadline)).await,
+        Task::Drain => {
+            let deadline = deadline.min(std::time::Instant::now() + SWEEP_BUDGET);
+            sweep(processor, Some(deadline)).await
+        }
+    }
 }
 
 /// What one run does: the self-check (then pruning and a drain), or only the outbox sweep.

@@ -786,6 +786,65 @@ async fn the_outbox_sweep_reports_the_backlogs_age_and_delivers_leftovers_withou
     );
 }
 
+/// In Lambda, the template's minute schedule sends `{"task": "drain"}`: the invocation
+/// sweeps the outbox and returns what it delivered; EventBridge's own scheduled event runs the
+/// check; a task it does not know is refused with the reason.
+#[tokio::test]
+async fn a_drain_event_sweeps_the_outbox_and_an_unknown_task_is_refused() {
+    use lambda_runtime::{Context, LambdaEvent};
+    use realtime_mirror::check::SelfCheckOptions;
+    use realtime_mirror::scheduled::handle;
+
+    let redis = test_redis_url();
+    let mirror = Mirror::sqlite().await;
+    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
+    let unreachable = mirror
+        .announcing("redis://127.0.0.1:1", Config::default())
+        .await;
+    let outcome = announce(
+        &unreachable,
+        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
+    )
+    .await;
+    assert_eq!(outcome.delivery.unwrap().backlog, 2);
+    let processor = mirror.announcing(&redis, Config::default()).await;
+    let options = SelfCheckOptions {
+        page: 100,
+        stub_age: Duration::from_secs(3600),
+    };
+    let event = |payload: Value| {
+        let mut context = Context::default();
+        context.deadline = (chrono::Utc::now().timestamp_millis() + 120_000) as u64;
+        LambdaEvent::new(payload, context)
+    };
+
+    let swept = handle(&processor, &options, None, event(json!({"task": "drain"})))
+        .await
+        .unwrap();
+    assert_eq!(swept["streams"]["delivered"], 2, "{swept}");
+    assert_eq!(swept["streams"]["backlog"], 0, "{swept}");
+    assert!(
+        swept.get("inconsistent").is_none(),
+        "a sweep does not check: {swept}"
+    );
+    for user in [&a, &b] {
+        assert_eq!(seen(&redis, user).await.len(), 1, "{user}");
+    }
+
+    let scheduled = json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    let checked = handle(&processor, &options, None, event(scheduled))
+        .await
+        .unwrap();
+    assert_eq!(checked["inconsistent"], 0, "{checked}");
+    assert_eq!(checked["streams"]["delivered"], 0, "{checked}");
+
+    let refused = handle(&processor, &options, None, event(json!({"task": "sweep"})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("unknown task \"sweep\""), "{refused}");
+}
+
 /// In Lambda the drain stops at the invocation's deadline (less its margin): a backlog left
 /// by an outage never makes an invocation time out; the rest waits for the next drain.
 #[tokio::test]
