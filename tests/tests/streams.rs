@@ -81,6 +81,27 @@ async fn announce(processor: &Processor, events: &[Value]) -> BatchOutcome {
         .await
 }
 
+/// A mirror holding one message that two users were to hear of while Redis could not be
+/// reached: its two outbox rows wait. (mirror, a, b).
+async fn a_message_left_in_the_outbox() -> (Mirror, String, String) {
+    let mirror = Mirror::sqlite().await;
+    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
+    let unreachable = mirror
+        .announcing("redis://127.0.0.1:1", Config::default())
+        .await;
+    let outcome = announce(
+        &unreachable,
+        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
+    )
+    .await;
+    assert_eq!(outcome.counts().applied, 1, "applied without Redis");
+    let delivery = outcome.delivery.unwrap();
+    let error = delivery.error.as_deref().unwrap();
+    assert!(error.contains("cannot reach Redis"), "{delivery:?}");
+    assert_eq!(delivery.backlog, 2);
+    (mirror, a, b)
+}
+
 /// `mirrorctl` on `mirror`, announcing to `redis`.
 fn mirrorctl(mirror: &Mirror, redis: &str) -> Command {
     let mut command = Command::new(mirror_tests::workspace_binary("mirrorctl"));
@@ -654,27 +675,7 @@ async fn no_body_appears_in_any_stream_entry_or_log_line() {
 #[tokio::test]
 async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
     let redis = test_redis_url();
-    let mirror = Mirror::sqlite().await;
-    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
-    let unreachable = mirror
-        .announcing("redis://127.0.0.1:1", Config::default())
-        .await;
-    let outcome = announce(
-        &unreachable,
-        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
-    )
-    .await;
-    assert_eq!(outcome.counts().applied, 1, "applied without Redis");
-    let delivery = outcome.delivery.unwrap();
-    assert!(
-        delivery
-            .error
-            .as_deref()
-            .unwrap()
-            .contains("cannot reach Redis"),
-        "{delivery:?}"
-    );
-    assert_eq!(delivery.backlog, 2);
+    let (mirror, a, b) = a_message_left_in_the_outbox().await;
     let output = Command::new(mirror_tests::workspace_binary("mirror-check"))
         .env("DATABASE_URL", &mirror.url)
         .env("MIRROR_REDIS_URL", &redis)
@@ -703,17 +704,7 @@ async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
 #[tokio::test]
 async fn the_outbox_sweep_reports_the_backlogs_age_and_delivers_leftovers_without_traffic() {
     let redis = test_redis_url();
-    let mirror = Mirror::sqlite().await;
-    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
-    let unreachable = mirror
-        .announcing("redis://127.0.0.1:1", Config::default())
-        .await;
-    let outcome = announce(
-        &unreachable,
-        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
-    )
-    .await;
-    assert_eq!(outcome.delivery.unwrap().backlog, 2);
+    let (mirror, a, b) = a_message_left_in_the_outbox().await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let sweep = |redis_url: Option<&str>| {
         let mut command = Command::new(mirror_tests::workspace_binary("mirror-check"));
@@ -796,17 +787,7 @@ async fn a_drain_event_sweeps_the_outbox_and_an_unknown_task_is_refused() {
     use realtime_mirror::scheduled::handle;
 
     let redis = test_redis_url();
-    let mirror = Mirror::sqlite().await;
-    let (a, b, conv) = two_users_in_a_conversation(&mirror).await;
-    let unreachable = mirror
-        .announcing("redis://127.0.0.1:1", Config::default())
-        .await;
-    let outcome = announce(
-        &unreachable,
-        &[message(&conv, "m1", &a, "x", "2025-10-08T12:00:00Z")],
-    )
-    .await;
-    assert_eq!(outcome.delivery.unwrap().backlog, 2);
+    let (mirror, a, b) = a_message_left_in_the_outbox().await;
     let processor = mirror.announcing(&redis, Config::default()).await;
     let options = SelfCheckOptions {
         page: 100,
