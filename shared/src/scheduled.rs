@@ -59,10 +59,7 @@ async fn run() -> Result<(), Error> {
     };
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         let task = Task::from_args(std::env::args().skip(1))?;
-        let report = match task {
-            Task::Check => once(&processor, &options, retention, None).await?,
-            Task::Drain => sweep(&processor, None).await?,
-        };
+        let report = task.run(&processor, &options, retention, None).await?;
         println!("{report}");
         return Ok(());
     }
@@ -85,13 +82,9 @@ pub async fn handle(
     let now_ms = chrono::Utc::now().timestamp_millis() as u64;
     let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
     let deadline = std::time::Instant::now() + left.saturating_sub(Duration::from_secs(60));
-    match Task::from_payload(&event.payload)? {
-        Task::Check => once(processor, options, retention, Some(deadline)).await,
-        Task::Drain => {
-            let deadline = deadline.min(std::time::Instant::now() + SWEEP_BUDGET);
-            sweep(processor, Some(deadline)).await
-        }
-    }
+    Task::from_payload(&event.payload)?
+        .run(processor, options, retention, Some(deadline))
+        .await
 }
 
 /// What one run does: the self-check (then pruning and a drain), or only the outbox sweep.
@@ -122,6 +115,24 @@ impl Task {
             (Some(_), Some(extra)) => Err(format!(
                 "unexpected argument {extra:?}: usage: {FUNCTION} [check|drain]"
             )),
+        }
+    }
+
+    /// Runs the task until `deadline` (a sweep for at most [`SWEEP_BUDGET`] of it): the report.
+    pub async fn run(
+        self,
+        processor: &Processor,
+        options: &SelfCheckOptions,
+        retention: Option<Duration>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Value, Error> {
+        match self {
+            Task::Check => once(processor, options, retention, deadline).await,
+            Task::Drain => {
+                let budget = std::time::Instant::now() + SWEEP_BUDGET;
+                let delivery = sweep(processor, deadline.map(|d| d.min(budget))).await?;
+                Ok(serde_json::json!({ "streams": delivery }))
+            }
         }
     }
 
@@ -181,19 +192,19 @@ pub async fn once(
     // With realtime delivery on, the outbox too: a system with no traffic left still
     // delivers what a crash or an outage left behind.
     if processor.fanout().is_some() {
-        result["streams"] = sweep(processor, deadline).await?["streams"].take();
+        result["streams"] = serde_json::to_value(sweep(processor, deadline).await?)?;
     }
     Ok(result)
 }
 
 /// Delivers what waits in the realtime outbox until `deadline`, writes the EMF document
-/// (entries, commit → `XADD`, the backlog left and its age) and returns `{"streams": …}`.
+/// (entries, commit → `XADD`, the backlog left and its age) and returns what it did.
 /// A Redis that cannot be reached is not an error of the invocation: the rows wait, and the
 /// backlog's age (alarmed on) says how long.
 pub async fn sweep(
     processor: &Processor,
     deadline: Option<std::time::Instant>,
-) -> Result<Value, Error> {
+) -> Result<crate::streams::Delivery, Error> {
     let Some(fanout) = processor.fanout() else {
         return Err("drain: realtime delivery is off (MIRROR_REDIS_URL is not set), so there is no outbox to deliver".into());
     };
@@ -212,7 +223,7 @@ pub async fn sweep(
         error = delivery.error.as_deref(),
         "outbox swept"
     );
-    Ok(serde_json::json!({ "streams": delivery }))
+    Ok(delivery)
 }
 
 #[cfg(test)]

@@ -102,6 +102,20 @@ async fn a_message_left_in_the_outbox() -> (Mirror, String, String) {
     (mirror, a, b)
 }
 
+/// The `mirror-check` binary on `mirror` outside Lambda, announcing to `redis` if given.
+fn mirror_check(mirror: &Mirror, redis: Option<&str>) -> Command {
+    let mut command = Command::new(mirror_tests::workspace_binary("mirror-check"));
+    command
+        .env("DATABASE_URL", &mirror.url)
+        .env("RUST_LOG", "warn")
+        .env_remove("MIRROR_REDIS_URL")
+        .env_remove("AWS_LAMBDA_RUNTIME_API");
+    if let Some(url) = redis {
+        command.env("MIRROR_REDIS_URL", url);
+    }
+    command
+}
+
 /// `mirrorctl` on `mirror`, announcing to `redis`.
 fn mirrorctl(mirror: &Mirror, redis: &str) -> Command {
     let mut command = Command::new(mirror_tests::workspace_binary("mirrorctl"));
@@ -676,13 +690,7 @@ async fn no_body_appears_in_any_stream_entry_or_log_line() {
 async fn the_scheduled_check_delivers_what_waits_in_the_outbox() {
     let redis = test_redis_url();
     let (mirror, a, b) = a_message_left_in_the_outbox().await;
-    let output = Command::new(mirror_tests::workspace_binary("mirror-check"))
-        .env("DATABASE_URL", &mirror.url)
-        .env("MIRROR_REDIS_URL", &redis)
-        .env("RUST_LOG", "warn")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .output()
-        .unwrap();
+    let output = mirror_check(&mirror, Some(&redis)).output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -707,17 +715,10 @@ async fn the_outbox_sweep_reports_the_backlogs_age_and_delivers_leftovers_withou
     let (mirror, a, b) = a_message_left_in_the_outbox().await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let sweep = |redis_url: Option<&str>| {
-        let mut command = Command::new(mirror_tests::workspace_binary("mirror-check"));
-        command
+        let output = mirror_check(&mirror, redis_url)
             .arg("drain")
-            .env("DATABASE_URL", &mirror.url)
-            .env("RUST_LOG", "warn")
-            .env_remove("MIRROR_REDIS_URL")
-            .env_remove("AWS_LAMBDA_RUNTIME_API");
-        if let Some(url) = redis_url {
-            command.env("MIRROR_REDIS_URL", url);
-        }
-        let output = command.output().unwrap();
+            .output()
+            .unwrap();
         let stdout = String::from_utf8(output.stdout).unwrap();
         let lines: Vec<Value> = stdout
             .lines()
