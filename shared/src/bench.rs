@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::batch::{Processor, Record, Route};
 use crate::config::{Config, DatabaseUrl};
-use crate::store::Store;
+use crate::store::{PlainRows, Store};
 use crate::workload::{self, Spec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
@@ -298,7 +298,7 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
                 }
             }
             Mode::Ceiling | Mode::All => {
-                let rows = PlainRows::of(&bodies);
+                let rows = plain_rows(&bodies);
                 started = Instant::now();
                 processor
                     .store()
@@ -318,117 +318,97 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
     if report.stream_entries.is_some() {
         report.fanout_latency_ms = Some(Latency::of(fanout));
     }
-    report.peak_rss_kib = crate::metrics::peak_rss_kib();
+    report.peak_rss_kib = crate::telemetry::peak_rss_kib();
     Ok(report)
 }
 
 /// The rows a batch of the workload writes, by table, one per key (the batch's last event
 /// of each key), as plain columns: what the ceiling mode has the server write.
-#[derive(Debug, Default)]
-pub struct PlainRows {
-    /// conversation_id, message_id, author_id, body, created_at, updated_at, deleted_at,
-    /// content_hash
-    pub messages: [Vec<Option<String>>; 8],
-    /// conversation_id, owner_id, participant 1, participant 2, created_at, updated_at,
-    /// content_hash
-    pub conversations: [Vec<Option<String>>; 7],
-    /// user_id, target_id, edge_type, created_at, updated_at, deleted_at, content_hash
-    pub follows: [Vec<Option<String>>; 7],
-    /// idempotency_key, event_type, entity_id
-    pub keys: [Vec<String>; 3],
-}
-
-impl PlainRows {
-    pub fn of(bodies: &[String]) -> PlainRows {
-        use sha2::Digest;
-        let mut rows = PlainRows::default();
-        let mut last: HashMap<(String, String), usize> = HashMap::new();
-        let events: Vec<(Value, String)> = bodies
-            .iter()
-            .map(|body| {
-                let hash = format!("{:x}", sha2::Sha256::digest(body.as_bytes()));
-                (serde_json::from_str(body).unwrap_or(Value::Null), hash)
-            })
-            .collect();
-        for (i, (event, _)) in events.iter().enumerate() {
-            let p = &event["payload"];
-            let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
-            let key = match event["eventType"].as_str().unwrap_or_default() {
-                t if t.starts_with("dm.message") => (
-                    "m".into(),
-                    format!("{}/{}", text("conversationId"), text("messageId")),
-                ),
-                t if t.starts_with("dm.conversation") => ("c".into(), text("conversationId")),
-                _ => (
-                    "f".into(),
-                    format!("{}/{}", text("userId"), text("targetId")),
-                ),
-            };
-            rows.keys[0].push(events[i].1.clone());
-            rows.keys[1].push(event["eventType"].as_str().unwrap_or_default().to_string());
-            rows.keys[2].push(key.1.clone());
-            last.insert(key, i);
-        }
-        let mut chosen: Vec<(&(String, String), &usize)> = last.iter().collect();
-        chosen.sort_by_key(|(key, _)| (*key).clone());
-        for ((table, _), &i) in chosen {
-            let (event, hash) = &events[i];
-            let p = &event["payload"];
-            let opt = |k: &str| p[k].as_str().map(str::to_string);
-            let deleted = event["eventType"]
-                .as_str()
-                .is_some_and(|t| t.ends_with(".deleted"))
-                .then(|| {
-                    opt("updatedAt").or_else(|| event["occurredAt"].as_str().map(str::to_string))
-                })
-                .flatten()
-                .or_else(|| opt("deletedAt"));
-            let version =
-                opt("updatedAt").or_else(|| event["occurredAt"].as_str().map(str::to_string));
-            let live = |v: Option<String>| if deleted.is_some() { None } else { v };
-            let columns: Vec<Option<String>> = match table.as_str() {
-                "m" => vec![
-                    opt("conversationId"),
-                    opt("messageId"),
-                    live(opt("authorId")),
-                    live(opt("body")),
-                    live(opt("createdAt")),
-                    version,
-                    deleted,
-                    Some(hash.clone()),
-                ],
-                "c" => {
-                    let participant =
-                        |n: usize| p["participantIds"][n].as_str().map(str::to_string);
-                    vec![
-                        opt("conversationId"),
-                        opt("ownerId"),
-                        participant(0),
-                        participant(1),
-                        opt("createdAt"),
-                        version,
-                        Some(hash.clone()),
-                    ]
-                }
-                _ => vec![
-                    opt("userId"),
-                    opt("targetId"),
-                    live(opt("edgeType")),
-                    live(opt("createdAt")),
-                    version,
-                    deleted,
-                    Some(hash.clone()),
-                ],
-            };
-            let target: &mut [Vec<Option<String>>] = match table.as_str() {
-                "m" => &mut rows.messages,
-                "c" => &mut rows.conversations,
-                _ => &mut rows.follows,
-            };
-            for (column, value) in target.iter_mut().zip(columns) {
-                column.push(value);
-            }
-        }
-        rows
+fn plain_rows(bodies: &[String]) -> PlainRows {
+    use sha2::Digest;
+    let mut rows = PlainRows::default();
+    let mut last: HashMap<(String, String), usize> = HashMap::new();
+    let events: Vec<(Value, String)> = bodies
+        .iter()
+        .map(|body| {
+            let hash = format!("{:x}", sha2::Sha256::digest(body.as_bytes()));
+            (serde_json::from_str(body).unwrap_or(Value::Null), hash)
+        })
+        .collect();
+    for (i, (event, _)) in events.iter().enumerate() {
+        let p = &event["payload"];
+        let text = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+        let key = match event["eventType"].as_str().unwrap_or_default() {
+            t if t.starts_with("dm.message") => (
+                "m".into(),
+                format!("{}/{}", text("conversationId"), text("messageId")),
+            ),
+            t if t.starts_with("dm.conversation") => ("c".into(), text("conversationId")),
+            _ => (
+                "f".into(),
+                format!("{}/{}", text("userId"), text("targetId")),
+            ),
+        };
+        rows.keys[0].push(events[i].1.clone());
+        rows.keys[1].push(event["eventType"].as_str().unwrap_or_default().to_string());
+        rows.keys[2].push(key.1.clone());
+        last.insert(key, i);
     }
+    let mut chosen: Vec<(&(String, String), &usize)> = last.iter().collect();
+    chosen.sort_by_key(|(key, _)| (*key).clone());
+    for ((table, _), &i) in chosen {
+        let (event, hash) = &events[i];
+        let p = &event["payload"];
+        let opt = |k: &str| p[k].as_str().map(str::to_string);
+        let deleted = event["eventType"]
+            .as_str()
+            .is_some_and(|t| t.ends_with(".deleted"))
+            .then(|| opt("updatedAt").or_else(|| event["occurredAt"].as_str().map(str::to_string)))
+            .flatten()
+            .or_else(|| opt("deletedAt"));
+        let version = opt("updatedAt").or_else(|| event["occurredAt"].as_str().map(str::to_string));
+        let live = |v: Option<String>| if deleted.is_some() { None } else { v };
+        let columns: Vec<Option<String>> = match table.as_str() {
+            "m" => vec![
+                opt("conversationId"),
+                opt("messageId"),
+                live(opt("authorId")),
+                live(opt("body")),
+                live(opt("createdAt")),
+                version,
+                deleted,
+                Some(hash.clone()),
+            ],
+            "c" => {
+                let participant = |n: usize| p["participantIds"][n].as_str().map(str::to_string);
+                vec![
+                    opt("conversationId"),
+                    opt("ownerId"),
+                    participant(0),
+                    participant(1),
+                    opt("createdAt"),
+                    version,
+                    Some(hash.clone()),
+                ]
+            }
+            _ => vec![
+                opt("userId"),
+                opt("targetId"),
+                live(opt("edgeType")),
+                live(opt("createdAt")),
+                version,
+                deleted,
+                Some(hash.clone()),
+            ],
+        };
+        let target: &mut [Vec<Option<String>>] = match table.as_str() {
+            "m" => &mut rows.messages,
+            "c" => &mut rows.conversations,
+            _ => &mut rows.follows,
+        };
+        for (column, value) in target.iter_mut().zip(columns) {
+            column.push(value);
+        }
+    }
+    rows
 }

@@ -18,62 +18,7 @@ use crate::inputs::{self, Item};
 use crate::store::{Comparison, Store, StoreError};
 use crate::timestamp::Timestamp;
 
-/// What the self-check looks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Inconsistency {
-    /// `last_message_*` disagree with the conversation's messages (docs/contract.md §3).
-    LastMessageWrong,
-    /// A live message's `recipient_id` disagrees with its conversation's participants.
-    RecipientWrong,
-    /// `last_message_id` names a message that is deleted, or missing while the
-    /// conversation has mirrored messages.
-    DanglingLastMessage,
-    /// A stub conversation (its messages arrived, its own document never did) older than
-    /// the threshold.
-    OldStub,
-    /// A live message in a tombstoned conversation.
-    LiveMessageOfDeletedConversation,
-    /// A live follow edge from a user to the same user.
-    SelfFollow,
-}
-
-impl Inconsistency {
-    pub const ALL: [Inconsistency; 6] = [
-        Inconsistency::LastMessageWrong,
-        Inconsistency::RecipientWrong,
-        Inconsistency::DanglingLastMessage,
-        Inconsistency::OldStub,
-        Inconsistency::LiveMessageOfDeletedConversation,
-        Inconsistency::SelfFollow,
-    ];
-
-    /// Its name in reports, details and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Inconsistency::LastMessageWrong => "lastMessageWrong",
-            Inconsistency::RecipientWrong => "recipientWrong",
-            Inconsistency::DanglingLastMessage => "danglingLastMessage",
-            Inconsistency::OldStub => "oldStub",
-            Inconsistency::LiveMessageOfDeletedConversation => "liveMessageOfDeletedConversation",
-            Inconsistency::SelfFollow => "selfFollow",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Inconsistency> {
-        Inconsistency::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Whether `repair` (recomputing the derived columns) makes it right. The others come
-    /// from the source's data (or from events still to arrive): the source must fix them.
-    pub fn repairable(self) -> bool {
-        matches!(
-            self,
-            Inconsistency::LastMessageWrong
-                | Inconsistency::RecipientWrong
-                | Inconsistency::DanglingLastMessage
-        )
-    }
-}
+pub use crate::store::Inconsistency;
 
 /// How many records a report names per finding.
 pub const SAMPLE: usize = 10;
@@ -131,6 +76,26 @@ pub struct SelfCheckReport {
     pub repairable: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+}
+
+impl SelfCheckReport {
+    /// The figures of the scheduled check's metrics: each kind's count, their sum
+    /// (`inconsistent`), the repairable part, the conversations looked at and, when the
+    /// check pruned the ledger, the applied keys it deleted.
+    pub fn counts(&self, applied_keys_pruned: Option<u64>) -> Vec<(&'static str, u64)> {
+        let mut counts: Vec<(&'static str, u64)> = self
+            .found
+            .iter()
+            .map(|(kind, found)| (*kind, found.count))
+            .collect();
+        counts.push(("inconsistent", self.inconsistent));
+        counts.push(("repairable", self.repairable));
+        counts.push(("conversations_checked", self.conversations));
+        if let Some(pruned) = applied_keys_pruned {
+            counts.push(("applied_keys_pruned", pruned));
+        }
+        counts
+    }
 }
 
 pub struct SelfCheckOptions {

@@ -18,9 +18,9 @@ use std::rc::Rc;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Serialize;
 use serde_json::value::RawValue;
 
+pub use crate::batch::Skipped;
 use crate::batch::{Outcome, Record, RecordOutcome};
 use crate::envelope::MAX_BODY_BYTES;
 use crate::rejection::Rejection;
@@ -36,13 +36,6 @@ pub struct Inputs {
     pub records: Vec<Record>,
     pub problems: Vec<RecordOutcome>,
     pub skipped: Vec<Skipped>,
-}
-
-/// A directory entry that was not read, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Skipped {
-    pub path: String,
-    pub reason: String,
 }
 
 /// One thing read from the paths, in input order.

@@ -14,7 +14,7 @@ use crate::batch::{BatchOutcome, Outcome};
 use crate::event::Family;
 use crate::timestamp::Timestamp;
 
-pub const NAMESPACE: &str = "RealtimeMirror";
+pub use crate::config::NAMESPACE;
 /// EMF allows at most 100 values per metric in one document.
 pub const MAX_VALUES: usize = 100;
 
@@ -115,7 +115,7 @@ pub fn sweep_documents(
             emf(
                 namespace,
                 timestamp_millis,
-                &[("Function", crate::scheduled::FUNCTION)],
+                &[("Function", crate::config::MIRROR_CHECK_FUNCTION)],
                 metrics,
             )
         })
@@ -221,32 +221,17 @@ impl InvocationMetrics {
     }
 }
 
-/// The scheduled self-check's EMF document: one count per kind of inconsistency, their sum
-/// (`inconsistent`, alarmed on), the repairable part and the conversations looked at.
-pub fn check_document(
-    report: &crate::check::SelfCheckReport,
-    applied_keys_pruned: Option<u64>,
-    namespace: &str,
-    timestamp_millis: i64,
-) -> Value {
-    let mut metrics: Vec<(&str, u64)> = report
-        .found
-        .iter()
-        .map(|(kind, found)| (*kind, found.count))
-        .collect();
-    metrics.push(("inconsistent", report.inconsistent));
-    metrics.push(("repairable", report.repairable));
-    metrics.push(("conversations_checked", report.conversations));
-    if let Some(pruned) = applied_keys_pruned {
-        metrics.push(("applied_keys_pruned", pruned));
-    }
+/// The scheduled self-check's EMF document: one count per name (each kind of inconsistency,
+/// their sum `inconsistent`, alarmed on, the repairable part, the conversations looked at,
+/// the applied keys pruned), all under `Function=mirror-check`.
+pub fn check_document(counts: &[(&str, u64)], namespace: &str, timestamp_millis: i64) -> Value {
     emf(
         namespace,
         timestamp_millis,
-        &[("Function", crate::scheduled::FUNCTION)],
-        metrics
-            .into_iter()
-            .map(|(name, value)| (name, "Count", json!(value)))
+        &[("Function", crate::config::MIRROR_CHECK_FUNCTION)],
+        counts
+            .iter()
+            .map(|(name, value)| (*name, "Count", json!(value)))
             .collect(),
     )
 }
@@ -277,15 +262,6 @@ fn emf(
         document.insert(name.into(), value);
     }
     Value::Object(document)
-}
-
-/// This process's own peak resident set size in KiB (`VmHWM` of /proc/self/status: the
-/// high-water mark of the memory this program mapped since it was executed, not counting the
-/// parent it was forked from, which wait4's `ru_maxrss` does). None off Linux.
-pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Enqueue → commit latencies, in milliseconds.

@@ -105,7 +105,7 @@ pub async fn publish(
     let mut by_queue: BTreeMap<String, Vec<(Record, Event)>> = BTreeMap::new();
     for record in records {
         let parsed = match &record.body {
-            None => Err(crate::Rejection::Empty),
+            None => Err(crate::rejection::Rejection::Empty),
             Some(body) => Event::parse(body, limits),
         };
         match parsed {

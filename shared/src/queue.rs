@@ -131,7 +131,7 @@ impl DeadLetterQueue {
         outcome: &BatchOutcome,
         bodies: &HashMap<String, Option<String>>,
     ) -> Vec<String> {
-        let rejected: Vec<(&str, &crate::Rejection)> = outcome
+        let rejected: Vec<(&str, &crate::rejection::Rejection)> = outcome
             .records
             .iter()
             .filter_map(|r| match &r.outcome {

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::timestamp::Timestamp;
 use std::time::Duration;
 
-pub const FUNCTION: &str = "mirror-check";
+pub use crate::config::MIRROR_CHECK_FUNCTION as FUNCTION;
 
 /// The binary's `main`: a failure to start is one line on stderr.
 pub async fn main() -> std::process::ExitCode {
@@ -178,7 +178,11 @@ pub async fn once(
     let now = Timestamp::now().as_datetime().timestamp_millis();
     println!(
         "{}",
-        crate::metrics::check_document(&report, pruned, &processor.config().metrics_namespace, now)
+        crate::metrics::check_document(
+            &report.counts(pruned),
+            &processor.config().metrics_namespace,
+            now
+        )
     );
     tracing::info!(
         conversations = report.conversations,

@@ -61,3 +61,12 @@ pub fn init() {
     // A second initialisation (tests) keeps the first subscriber.
     let _ = tracing::subscriber::set_global_default(subscriber(std::io::stderr, json, filter));
 }
+
+/// This process's own peak resident set size in KiB (`VmHWM` of /proc/self/status: the
+/// high-water mark of the memory this program mapped since it was executed, not counting the
+/// parent it was forked from, which wait4's `ru_maxrss` does). None off Linux.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

@@ -246,7 +246,7 @@ async fn main() -> ExitCode {
     };
     // For memory tests and benchmarks: this program's own peak, whatever forked it.
     if std::env::var_os("MIRRORCTL_REPORT_PEAK_RSS").is_some() {
-        if let Some(kib) = realtime_mirror::metrics::peak_rss_kib() {
+        if let Some(kib) = realtime_mirror::telemetry::peak_rss_kib() {
             eprintln!("mirrorctl: peak RSS {kib} KiB");
         }
     }

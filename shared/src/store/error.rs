@@ -82,3 +82,15 @@ impl From<crate::credentials::CredentialsError> for StoreError {
         }
     }
 }
+
+/// Every row a chunk relies on must be locked before it is read: fewer than expected is a
+/// conflict (the chunk is retried), never a chunk applied without its locks.
+pub(super) fn check_locked(locked: i64, expected: usize) -> Result<(), StoreError> {
+    if usize::try_from(locked).ok() == Some(expected) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "locked {locked} of {expected} conversation rows; the chunk is retried"
+        )))
+    }
+}

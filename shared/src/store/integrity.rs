@@ -8,10 +8,10 @@ use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Sqlite};
 
-use super::rows::{compared_columns, expected_row, key_parts};
+use super::inconsistency::Inconsistency;
+use super::rows::{compared_columns, expected_row, key_parts, PlainRows};
 use super::snapshot::{Table, TABLES};
 use super::{postgres, sqlite, Store, StoreError};
-use crate::check::Inconsistency;
 use crate::event::{Event, Family, Rank};
 use crate::timestamp::Timestamp;
 
@@ -52,7 +52,7 @@ impl Store {
     }
 
     /// `mirrorctl bench --mode ceiling`: a batch's rows by plain upserts (PostgreSQL).
-    pub async fn write_plain(&self, rows: &crate::bench::PlainRows) -> Result<(), StoreError> {
+    pub async fn write_plain(&self, rows: &PlainRows) -> Result<(), StoreError> {
         match self {
             Store::Postgres(pool, _) => postgres::write_plain(pool, rows).await,
             Store::Sqlite(_) => Err(StoreError::Other(

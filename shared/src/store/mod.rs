@@ -14,8 +14,10 @@
 //!    stale) — so the common case costs no look-up round trip;
 //! 5. the applied keys are recorded.
 
+mod announcement;
 mod connect;
 mod error;
+mod inconsistency;
 mod integrity;
 mod outbox;
 mod plan;
@@ -29,11 +31,14 @@ use std::collections::BTreeSet;
 
 use sqlx::{PgPool, SqlitePool};
 
+pub use announcement::{Announcement, Backlog};
 pub use connect::{PgSettings, PreparedStatements};
 pub use error::StoreError;
+pub use inconsistency::Inconsistency;
 pub use integrity::{Comparer, Comparison};
-pub use outbox::{Announcement, Backlog, OutboxLease};
+pub use outbox::OutboxLease;
 pub use plan::plan;
+pub use rows::PlainRows;
 pub use snapshot::Snapshot;
 pub use transaction::Repaired;
 

@@ -242,3 +242,19 @@ pub(super) fn expected_row(event: &crate::event::Event) -> serde_json::Value {
     }
     serde_json::Value::Object(expected)
 }
+
+/// Rows as plain columns, by table, one per key: what `mirrorctl bench --mode ceiling` has
+/// the server write by plain upserts ([`super::Store::write_plain`]), with none of the rules.
+#[derive(Debug, Default)]
+pub struct PlainRows {
+    /// conversation_id, message_id, author_id, body, created_at, updated_at, deleted_at,
+    /// content_hash
+    pub messages: [Vec<Option<String>>; 8],
+    /// conversation_id, owner_id, participant 1, participant 2, created_at, updated_at,
+    /// content_hash
+    pub conversations: [Vec<Option<String>>; 7],
+    /// user_id, target_id, edge_type, created_at, updated_at, deleted_at, content_hash
+    pub follows: [Vec<Option<String>>; 7],
+    /// idempotency_key, event_type, entity_id
+    pub keys: [Vec<String>; 3],
+}

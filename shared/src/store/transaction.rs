@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde::Serialize;
 use sqlx::{Connection, SqliteConnection};
 
-use super::outbox::Change;
+use super::announcement::Change;
 use super::plan::plan;
 use super::rows::{conversation_ids, ConversationRow, FollowEdgeRow, MessageRow};
 use super::{postgres, sqlite, Pending, PreparedStatements, Store, StoreError, Written};
@@ -291,16 +291,4 @@ async fn apply_in(
         .into_iter()
         .map(|w| w.expect("every event classified"))
         .collect())
-}
-
-/// Every row a chunk relies on must be locked before it is read: fewer than expected is a
-/// conflict (the chunk is retried), never a chunk applied without its locks.
-pub(super) fn check_locked(locked: i64, expected: usize) -> Result<(), StoreError> {
-    if usize::try_from(locked).ok() == Some(expected) {
-        Ok(())
-    } else {
-        Err(StoreError::Conflict(format!(
-            "locked {locked} of {expected} conversation rows; the chunk is retried"
-        )))
-    }
 }

@@ -1,0 +1,261 @@
+//! What `check` and `backfill` read: the self-check's statements, rows as JSON, and the
+//! seen-keys table of a source check.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+use crate::store::inconsistency::Inconsistency;
+use crate::store::snapshot::{Kind, Table};
+use crate::store::StoreError;
+use crate::timestamp::Timestamp;
+
+/// What the self-check finds among the conversations `ids` (and their messages), as
+/// (kind, conversation id, message id or ""), in key order within each kind.
+pub(in crate::store) async fn self_check(
+    pool: &PgPool,
+    ids: &[String],
+    stub_before: Timestamp,
+) -> Result<Vec<(Inconsistency, String, String)>, StoreError> {
+    let queries: [(Inconsistency, &str); 5] = [
+        (
+            Inconsistency::LastMessageWrong,
+            concat!(
+                last_message_computed!(),
+                "SELECT c.conversation_id, '' FROM dm_conversations c JOIN computed v
+                   ON c.conversation_id = v.id
+                 WHERE (c.last_message_id, c.last_message_at, c.last_message_preview,
+                        c.last_message_author_id)
+                       IS DISTINCT FROM (v.id_, v.at_, v.preview_, v.author_)
+                 ORDER BY 1"
+            ),
+        ),
+        (
+            Inconsistency::RecipientWrong,
+            concat!(
+                "SELECT r.conversation_id, r.message_id FROM ",
+                recipients_computed!(),
+                " WHERE r.stored IS DISTINCT FROM r.recipient_id ORDER BY 1, 2"
+            ),
+        ),
+        (
+            Inconsistency::OldStub,
+            "SELECT conversation_id, '' FROM dm_conversations
+             WHERE conversation_id = ANY($1) AND sync_source = 'derived' AND mirrored_at < $2
+             ORDER BY 1",
+        ),
+        (
+            Inconsistency::DanglingLastMessage,
+            "SELECT c.conversation_id, c.last_message_id FROM dm_conversations c
+             WHERE c.conversation_id = ANY($1) AND c.last_message_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM dm_messages x WHERE x.conversation_id = c.conversation_id)
+               AND NOT EXISTS (SELECT 1 FROM dm_messages m
+                               WHERE m.conversation_id = c.conversation_id
+                                 AND m.message_id = c.last_message_id AND m.deleted_at IS NULL)
+             ORDER BY 1",
+        ),
+        (
+            Inconsistency::LiveMessageOfDeletedConversation,
+            "SELECT m.conversation_id, m.message_id FROM dm_messages m
+             JOIN dm_conversations c ON c.conversation_id = m.conversation_id
+             WHERE c.conversation_id = ANY($1) AND m.conversation_id = ANY($1)
+               AND c.deleted_at IS NOT NULL AND m.deleted_at IS NULL
+             ORDER BY 1, 2",
+        ),
+    ];
+    let mut found = Vec::new();
+    for (kind, sql) in queries {
+        let mut query = sqlx::query_as::<_, (String, String)>(sql)
+            .persistent(false)
+            .bind(ids);
+        if kind == Inconsistency::OldStub {
+            query = query.bind(stub_before.as_datetime());
+        }
+        for (a, b) in query.fetch_all(pool).await? {
+            found.push((kind, a, b));
+        }
+    }
+    Ok(found)
+}
+
+/// Up to `limit` live follow edges from a user to the same user, after `after` in key order.
+pub(in crate::store) async fn self_follows_after(
+    pool: &PgPool,
+    after: &(String, String),
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, target_id FROM follow_edges
+         WHERE user_id = target_id AND deleted_at IS NULL AND (user_id, target_id) > ($1, $2)
+         ORDER BY user_id, target_id LIMIT $3",
+    )
+    .bind(&after.0)
+    .bind(&after.1)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// A row of `table` as one JSON object, in the text forms both stores share.
+fn row_json(table: &Table) -> String {
+    let fields: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, kind)| {
+            let value = match kind {
+                Kind::Time => format!(
+                    "to_char({name} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+                ),
+                Kind::TextList => format!("to_jsonb({name})"),
+                Kind::Text | Kind::Integer | Kind::Json => name.to_string(),
+            };
+            format!("'{name}', {value}")
+        })
+        .collect();
+    format!("json_build_object({})", fields.join(", "))
+}
+
+fn parse_rows(rows: Vec<(String,)>) -> Result<Vec<Value>, StoreError> {
+    rows.into_iter()
+        .map(|(text,)| {
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Other(format!("row is not JSON: {e}")))
+        })
+        .collect()
+}
+
+pub(in crate::store) async fn dump(pool: &PgPool, table: &Table) -> Result<Vec<Value>, StoreError> {
+    let sql = format!(
+        "SELECT {}::text FROM {} ORDER BY {}",
+        row_json(table),
+        table.name,
+        table.key.join(", ")
+    );
+    // Run rarely and built at run time: never worth a named statement.
+    parse_rows(
+        sqlx::query_as(&sql)
+            .persistent(false)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// The key columns of `table` as `(a, b)`, `b` empty for a one-column key.
+fn key_pair(table: &Table) -> (String, String) {
+    let a = format!("t.{}", table.key[0]);
+    let b = table
+        .key
+        .get(1)
+        .map_or("''".to_string(), |k| format!("t.{k}"));
+    (a, b)
+}
+
+/// The rows of `table` with these keys (each `(a, b)` as [`key_parts`] makes them), with
+/// their `content_hash`.
+pub(in crate::store) async fn rows_for_keys(
+    c: &mut PgConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<Vec<Value>, StoreError> {
+    let (a, b) = key_pair(table);
+    let sql = format!(
+        "SELECT ({}::jsonb || jsonb_build_object('content_hash', t.content_hash))::text
+         FROM {} t JOIN UNNEST($1::text[], $2::text[]) AS u(a, b) ON {a} = u.a AND {b} = u.b",
+        row_json(table),
+        table.name,
+    );
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+    let rows = sqlx::query_as(&sql)
+        .persistent(false)
+        .bind(first)
+        .bind(second)
+        .fetch_all(c)
+        .await?;
+    parse_rows(rows)
+}
+
+/// The keys a `check --source` has seen, on its own connection: `TEMP`, so it vanishes with
+/// the session and is never seen by another.
+pub(in crate::store) async fn seen_reset(c: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TEMP TABLE IF NOT EXISTS mirror_check_seen (
+             family text NOT NULL, a text COLLATE \"C\" NOT NULL, b text COLLATE \"C\" NOT NULL,
+             PRIMARY KEY (family, a, b));
+         TRUNCATE mirror_check_seen",
+    )
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+pub(in crate::store) async fn seen_add(
+    c: &mut PgConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<(), StoreError> {
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+    sqlx::query(
+        "INSERT INTO mirror_check_seen (family, a, b)
+         SELECT $1, u.a, u.b FROM UNNEST($2::text[], $3::text[]) AS u(a, b)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(table.name)
+    .bind(first)
+    .bind(second)
+    .execute(c)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` keys of live rows of `table` (conversation stubs aside) after `after`, in
+/// key order: an index range scan, whatever the table's size.
+pub(in crate::store) async fn live_keys_after(
+    c: &mut PgConnection,
+    table: &Table,
+    after: &(String, String),
+    limit: i64,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let (a, b) = key_pair(table);
+    let after_key = match table.key.len() {
+        1 => format!("{a} > $1 AND $2 = $2"),
+        _ => format!("({a}, {b}) > ($1, $2)"),
+    };
+    let sql = format!(
+        "SELECT {a}, {b} FROM {} t
+         WHERE {after_key} AND t.deleted_at IS NULL AND t.updated_at IS NOT NULL
+         ORDER BY {} LIMIT $3",
+        table.name,
+        table.key.join(", ")
+    );
+    Ok(sqlx::query_as(&sql)
+        .persistent(false)
+        .bind(&after.0)
+        .bind(&after.1)
+        .bind(limit)
+        .fetch_all(c)
+        .await?)
+}
+
+/// Which of `keys` of `table` were seen.
+pub(in crate::store) async fn seen_among(
+    c: &mut PgConnection,
+    table: &Table,
+    keys: &[(String, String)],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let (first, second): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(a, b)| (a.as_str(), b.as_str())).unzip();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT s.a, s.b FROM mirror_check_seen s
+         JOIN UNNEST($2::text[], $3::text[]) AS u(a, b) ON s.a = u.a AND s.b = u.b
+         WHERE s.family = $1",
+    )
+    .bind(table.name)
+    .bind(first)
+    .bind(second)
+    .fetch_all(c)
+    .await?;
+    Ok(rows.into_iter().collect())
+}

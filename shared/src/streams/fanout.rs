@@ -1,0 +1,346 @@
+//! Delivery: the outbox, drained in id order, to the users' streams in one pipeline a page.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Instant;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use serde::Serialize;
+
+use super::{stream_key, StreamSettings, DRAIN_PAGE, REDIS_TIMEOUT, RETRY_AFTER, SWEEP_EVERY};
+use crate::store::{Announcement, Backlog, Store};
+use crate::timestamp::Timestamp;
+
+/// What one drain did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// Entries added to streams.
+    pub delivered: u64,
+    /// Commit → `XADD` acknowledged, per entry, in milliseconds.
+    #[serde(skip)]
+    pub latency_ms: Vec<f64>,
+    /// Rows still waiting afterwards, and the oldest one's age in milliseconds.
+    pub backlog: u64,
+    pub backlog_age_ms: u64,
+    /// Why delivery stopped, when it did (the rows wait for the next drain).
+    pub error: Option<String>,
+}
+
+/// Deliveries added up (`mirrorctl apply`'s summary): the count, and the last one's backlog
+/// and error.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryTotal {
+    pub delivered: u64,
+    pub backlog: u64,
+    pub backlog_age_ms: u64,
+    pub error: Option<String>,
+}
+
+impl DeliveryTotal {
+    pub fn add(&mut self, delivery: Delivery) {
+        self.delivered += delivery.delivered;
+        self.backlog = delivery.backlog;
+        self.backlog_age_ms = delivery.backlog_age_ms;
+        self.error = delivery.error;
+    }
+}
+
+/// Delivers the outbox to Redis; one per process, shared by every invocation.
+pub struct Fanout {
+    settings: StreamSettings,
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Set after a failure: no attempt before then.
+    paused_until: std::sync::Mutex<Option<Instant>>,
+    last_drain: std::sync::Mutex<Option<Instant>>,
+}
+
+impl fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fanout")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fanout {
+    /// Reads the auth token's secret, if any; connects only when first used, so that a Redis
+    /// that is down never keeps the mirror from starting.
+    pub async fn new(settings: StreamSettings) -> Result<Fanout, String> {
+        let url = match &settings.auth_secret_arn {
+            None => settings.expose_url().to_string(),
+            Some(arn) => with_password(settings.expose_url(), &auth_token(arn).await?),
+        };
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| format!("MIRROR_REDIS_URL {}: {e}", settings.shown()))?;
+        Ok(Fanout {
+            settings,
+            client,
+            connection: tokio::sync::Mutex::new(None),
+            paused_until: std::sync::Mutex::new(None),
+            last_drain: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
+    }
+
+    /// A connection, opened (again) when there is none.
+    pub async fn connection(&self) -> Result<MultiplexedConnection, String> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT));
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| format!("cannot reach Redis at {}: {e}", self.settings.shown()))?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn forget_connection(&self) {
+        *self.connection.lock().await = None;
+    }
+
+    /// Whether this process should drain although it announced nothing itself: the outbox
+    /// may hold rows another process left behind.
+    pub fn sweep_due(&self) -> bool {
+        let last = self.last_drain.lock().expect("not poisoned");
+        last.is_none_or(|at| at.elapsed() >= SWEEP_EVERY)
+    }
+
+    /// Delivers every row of the outbox, oldest first, in pages of [`DRAIN_PAGE`], then
+    /// reports what is left. A failure stops the drain (the rows stay, nothing is lost) and
+    /// pauses delivery for [`RETRY_AFTER`].
+    pub async fn drain(&self, store: &Store) -> Delivery {
+        self.drain_until(store, None).await
+    }
+
+    /// As [`Fanout::drain`], stopping (with the rest left for the next drain) at `deadline`:
+    /// an invocation never runs out of time delivering a backlog.
+    pub async fn drain_until(
+        &self,
+        store: &Store,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Delivery {
+        let mut delivery = Delivery::default();
+        *self.last_drain.lock().expect("not poisoned") = Some(Instant::now());
+        let paused = *self.paused_until.lock().expect("not poisoned");
+        let emptied = if paused.is_some_and(|until| Instant::now() < until) {
+            delivery.error = Some("paused after a failed delivery".into());
+            false
+        } else {
+            match self.drain_pages(store, deadline, &mut delivery).await {
+                Ok(emptied) => emptied,
+                Err(error) => {
+                    tracing::warn!(%error, delivered = delivery.delivered, "realtime delivery stopped; the changes wait in the outbox for the next attempt");
+                    *self.paused_until.lock().expect("not poisoned") =
+                        Some(Instant::now() + RETRY_AFTER);
+                    delivery.error = Some(error);
+                    false
+                }
+            }
+        };
+        // Emptied: nothing was left when it last looked (what others commit since is theirs
+        // to drain). Otherwise, what is left is counted.
+        if !emptied {
+            match store.outbox_backlog().await {
+                Ok(Backlog { rows, oldest }) => {
+                    delivery.backlog = rows;
+                    delivery.backlog_age_ms = oldest.map_or(0, |at| {
+                        let age = Timestamp::now().as_datetime() - at.as_datetime();
+                        age.num_milliseconds().max(0) as u64
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "cannot measure the outbox's backlog"),
+            }
+        }
+        delivery
+    }
+
+    async fn drain_pages(
+        &self,
+        store: &Store,
+        deadline: Option<tokio::time::Instant>,
+        delivery: &mut Delivery,
+    ) -> Result<bool, String> {
+        loop {
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+            let lease = store
+                .lease_outbox(DRAIN_PAGE)
+                .await
+                .map_err(|e| format!("cannot read the outbox: {e}"))?;
+            if lease.announcements.is_empty() {
+                return Ok(true);
+            }
+            let count = lease.announcements.len();
+            let mut connection = self.connection().await?;
+            let pipeline = self.pipeline(&lease.announcements);
+            if let Err(e) = pipeline.query_async::<()>(&mut connection).await {
+                self.forget_connection().await;
+                return Err(format!(
+                    "XADD to Redis at {} failed: {e}",
+                    self.settings.shown()
+                ));
+            }
+            let added = Timestamp::now().as_datetime();
+            delivery
+                .latency_ms
+                .extend(lease.announcements.iter().map(|a| {
+                    (added - a.enqueued_at.as_datetime())
+                        .num_microseconds()
+                        .unwrap_or(0)
+                        .max(0) as f64
+                        / 1000.0
+                }));
+            // Added but not deleted (the database failed now): they are delivered again by
+            // the next drain — at least once, never lost.
+            lease
+                .delivered()
+                .await
+                .map_err(|e| format!("entries added, but the outbox rows could not be deleted (they will be delivered again): {e}"))?;
+            delivery.delivered += count as u64;
+            if (count as i64) < DRAIN_PAGE {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn pipeline(&self, announcements: &[Announcement]) -> redis::Pipeline {
+        let mut pipeline = redis::pipe();
+        // Loaded first in the same pipeline, so a Redis that restarted (empty script cache)
+        // still runs the EVALSHAs after it.
+        pipeline.cmd("SCRIPT").arg("LOAD").arg(ADD_ENTRY).ignore();
+        let sha = redis::Script::new(ADD_ENTRY).get_hash().to_string();
+        let mut users = BTreeSet::new();
+        for a in announcements {
+            let key = stream_key(&a.user_id);
+            pipeline
+                .cmd("EVALSHA")
+                .arg(&sha)
+                .arg(1)
+                .arg(&key)
+                .arg(self.settings.maxlen)
+                .arg(entry_fields(a))
+                .ignore();
+            users.insert(key);
+        }
+        if let Some(age) = self.settings.max_age {
+            let oldest = Timestamp::now().as_datetime().timestamp_millis()
+                - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            for key in users {
+                pipeline
+                    .cmd("XTRIM")
+                    .arg(key)
+                    .arg("MINID")
+                    .arg("~")
+                    .arg(oldest.max(0))
+                    .ignore();
+            }
+        }
+        pipeline
+    }
+}
+
+/// `XADD key MAXLEN ~ ARGV[1] * prev <id> ARGV[2..]`, where `prev` is the id of the
+/// stream's newest entry before this one (`0-0` for a new stream): each entry names the one
+/// before it, so a device replaying from its last seen id knows for certain whether it is
+/// handed everything after it — whatever removed entries: trimming, or a Redis that lost
+/// data in a restart or a failover to a replica that lagged.
+const ADD_ENTRY: &str = r"
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local prev = '0-0'
+if newest[1] then prev = newest[1][1] end
+return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'prev', prev, unpack(ARGV, 2))
+";
+
+/// An entry's fields: pointers only.
+pub fn entry_fields(a: &Announcement) -> Vec<(&'static str, String)> {
+    vec![
+        ("type", a.kind.clone()),
+        ("messageId", a.message_id.clone()),
+        ("conversationId", a.conversation_id.clone()),
+        ("senderId", a.sender_id.clone()),
+        ("version", a.version.clone()),
+        (
+            "ts",
+            a.enqueued_at.as_datetime().timestamp_millis().to_string(),
+        ),
+    ]
+}
+
+/// The auth token in a Secrets Manager secret: the whole string, or its `authToken` or
+/// `password` field when it is JSON.
+async fn auth_token(arn: &str) -> Result<String, String> {
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let client = aws_sdk_secretsmanager::Client::new(&aws);
+    let response = (client.get_secret_value().secret_id(arn).send().await).map_err(|e| {
+        format!(
+            "cannot read the Redis auth token secret {arn}: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+        )
+    })?;
+    let text = response
+        .secret_string()
+        .ok_or_else(|| format!("the Redis auth token secret {arn} has no SecretString"))?;
+    token_of(text).ok_or_else(|| {
+        format!("the Redis auth token secret {arn} is JSON without authToken or password")
+    })
+}
+
+fn token_of(secret: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(secret) {
+        Ok(serde_json::Value::Object(map)) => ["authToken", "password"]
+            .iter()
+            .find_map(|k| map.get(*k)?.as_str().map(str::to_string)),
+        _ => Some(secret.to_string()),
+    }
+}
+
+/// `url` with `password` as its credentials (percent-encoded).
+fn with_password(url: &str, password: &str) -> String {
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://:{encoded}@{rest}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_auth_token_is_read_from_a_plain_or_json_secret_and_percent_encoded() {
+        assert_eq!(token_of("abc").as_deref(), Some("abc"));
+        assert_eq!(token_of(r#"{"authToken":"t"}"#).as_deref(), Some("t"));
+        assert_eq!(token_of(r#"{"password":"p"}"#).as_deref(), Some("p"));
+        assert_eq!(token_of(r#"{"user":"x"}"#), None);
+        assert_eq!(
+            with_password("rediss://old@h:6379", "a b@/"),
+            "rediss://:a%20b%40%2F@h:6379"
+        );
+    }
+}
