@@ -191,7 +191,7 @@ class Template(unittest.TestCase):
         self.assertEqual(len(redis_policies), 1)
 
     def test_the_scheduled_check_prunes_applied_keys_older_than_the_retention_parameter(self):
-        """The ledger of applied keys stays bounded without an operator (issue 11)."""
+        """The ledger of applied keys stays bounded without an operator (docs/contract.md)."""
         param = self.t["Parameters"]["AppliedKeysRetention"]
         self.assertEqual(param["Default"], "1d")
         pattern = re.compile(param["AllowedPattern"])

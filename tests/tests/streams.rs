@@ -1,4 +1,4 @@
-//! Realtime delivery (issue 12): every message change that took effect reaches the stream of
+//! Realtime delivery (docs/streams.md): every message change that took effect reaches the stream of
 //! every user it concerns, once, in commit order per conversation; nothing else does; a Redis
 //! outage or a crash between commit and XADD loses nothing; devices replay exactly what they
 //! missed, or are told to resync when it was trimmed away. Against the machine's Redis on

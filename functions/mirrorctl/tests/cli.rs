@@ -379,7 +379,7 @@ fn bench(database_url: &str, args: &[&str]) -> (i32, Vec<Value>, String, u32) {
     )
 }
 
-/// `mirrorctl bench` (issue 11): the same seed gives the same stream, so the same outcomes;
+/// `mirrorctl bench` (BENCHMARKS.md): the same seed gives the same stream, so the same outcomes;
 /// every event settles; the run's scratch schema or file is gone afterwards.
 #[tokio::test]
 async fn bench_applies_a_reproducible_stream_and_leaves_no_scratch_behind() {

@@ -700,7 +700,7 @@ async fn the_scheduled_check_publishes_a_count_per_kind_as_emf_metrics() {
     assert_eq!(report["inconsistent"], 7);
 }
 
-/// The applied-key ledger's upkeep (issue 11): the scheduled check deletes the keys older
+/// The applied-key ledger's upkeep (docs/contract.md): the scheduled check deletes the keys older
 /// than MIRROR_APPLIED_KEYS_RETENTION — more than one prune transaction's worth here — and
 /// keeps the newer ones; `off` keeps every key.
 #[tokio::test]
