@@ -8,11 +8,11 @@ mod values;
 use std::time::Duration;
 
 pub use streams::{StreamSettings, DEFAULT_MAXLEN, MAXLEN_RANGE};
-use values::{boolean, duration_in, namespace, whole};
+use values::{boolean, namespace};
 pub use values::{
-    duration, is_loopback, ConfigError, DatabaseEndpoint, DatabaseUrl, CHUNK_SIZE_RANGE,
-    DB_TIMEOUT_RANGE, DEADLINE_MARGIN_RANGE, MAX_CONNECTIONS_RANGE, MAX_FUTURE_SKEW_RANGE,
-    PORT_RANGE, STATEMENT_TIMEOUT_RANGE,
+    duration, duration_in, is_loopback, whole, ConfigError, DatabaseEndpoint, DatabaseUrl,
+    CHUNK_SIZE_RANGE, DB_TIMEOUT_RANGE, DEADLINE_MARGIN_RANGE, MAX_CONNECTIONS_RANGE,
+    MAX_FUTURE_SKEW_RANGE, PORT_RANGE, STATEMENT_TIMEOUT_RANGE,
 };
 
 /// The embedded default: a SQLite file in the working directory, created on first use.

@@ -108,7 +108,8 @@ pub const STATEMENT_TIMEOUT_RANGE: (Duration, Duration) =
 pub const DEADLINE_MARGIN_RANGE: (Duration, Duration) =
     (Duration::ZERO, Duration::from_secs(5 * 60));
 
-pub(super) fn whole(
+/// A whole number within `(low, high)`, or an error naming the variable and the range.
+pub fn whole(
     variable: &'static str,
     value: &str,
     (low, high): (u64, u64),
@@ -122,7 +123,8 @@ pub(super) fn whole(
     }
 }
 
-pub(super) fn duration_in(
+/// A duration (the forms of [`duration`]) within `(low, high)`.
+pub fn duration_in(
     variable: &'static str,
     value: &str,
     (low, high): (Duration, Duration),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use redis::aio::MultiplexedConnection;
+use redis::aio::ConnectionLike;
 use redis::Value;
 use serde::Serialize;
 
@@ -30,7 +30,84 @@ pub enum Replay {
     Entries { after: String, entries: Vec<Entry> },
     /// Entries it never saw are gone: load the user's state from SQL, then acknowledge
     /// `resume_from` and replay from there.
-    Resync { reason: String, resume_from: String },
+    Resync {
+        reason: String,
+        resume_from: String,
+        /// Why, as a short word for metrics: one of [`Gap::code`].
+        #[serde(skip)]
+        code: &'static str,
+    },
+}
+
+/// Why a replay cannot be given: each case a resync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gap {
+    /// The device has acknowledged nothing yet.
+    NeverAcknowledged,
+    /// The stream does not exist although the device saw entries of it.
+    StreamGone,
+    /// The stream ends before the device's last seen id.
+    StreamOlder,
+    /// The first entry after the device's last seen id does not follow it (`prev`).
+    Trimmed,
+    /// Two entries of one replay or of the live feed do not follow each other.
+    Hole,
+    /// More entries were missed than one replay may hold.
+    TooMany,
+    /// The device was bound to another user before: what it acknowledged is not this
+    /// user's.
+    Rebound,
+    /// The connection to Redis was lost and the stream may have lost entries meanwhile.
+    RedisLost,
+}
+
+impl Gap {
+    /// A short word, for metrics labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            Gap::NeverAcknowledged => "never_acknowledged",
+            Gap::StreamGone => "stream_gone",
+            Gap::StreamOlder => "stream_older",
+            Gap::Trimmed => "trimmed",
+            Gap::Hole => "hole",
+            Gap::TooMany => "too_many",
+            Gap::Rebound => "rebound",
+            Gap::RedisLost => "redis_lost",
+        }
+    }
+
+    /// What the device is told.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Gap::NeverAcknowledged => "the device has acknowledged nothing yet: load from SQL first",
+            Gap::StreamGone => "the stream is gone (Redis lost it): load from SQL",
+            Gap::StreamOlder => "the stream is older than the device's last seen id (Redis lost data): load from SQL",
+            Gap::Trimmed => "entries after the device's last seen id are gone (trimmed away, or lost by Redis): load from SQL",
+            Gap::Hole => "an entry does not follow the one before it (prev): entries were lost; load from SQL",
+            Gap::TooMany => "the device missed more entries than one replay holds: load from SQL",
+            Gap::Rebound => "the device belonged to another user: load this user's state from SQL",
+            Gap::RedisLost => "the connection to Redis was lost and entries may be gone: load from SQL",
+        }
+    }
+
+    /// The resync for this gap, resuming from `newest` (the stream's last generated id).
+    pub fn resync(self, newest: Option<&str>) -> Replay {
+        Replay::Resync {
+            reason: self.reason().to_string(),
+            resume_from: newest.unwrap_or("0-0").to_string(),
+            code: self.code(),
+        }
+    }
+}
+
+/// Whether `id` is a stream entry id (`ms-seq`, or `ms`).
+pub fn is_entry_id(id: &str) -> bool {
+    id_parts(id).is_some()
+}
+
+/// Whether entry id `a` comes after `b`; false when either is not an id.
+pub fn is_after(a: &str, b: &str) -> bool {
+    matches!((id_parts(a), id_parts(b)), (Some(a), Some(b)) if a > b)
 }
 
 /// A stream entry id, `<ms>-<seq>`, for comparing.
@@ -41,7 +118,7 @@ fn id_parts(id: &str) -> Option<(u64, u64)> {
 
 /// Up to `count` entries of `user`'s stream after `after` (from the start without it).
 pub async fn tail(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl ConnectionLike + Send),
     user_id: &str,
     after: Option<&str>,
     count: usize,
@@ -62,7 +139,8 @@ pub async fn tail(
     entries(reply)
 }
 
-fn text(value: &Value) -> Option<String> {
+/// A reply value as text: bulk and simple strings, integers.
+pub fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),
@@ -71,7 +149,8 @@ fn text(value: &Value) -> Option<String> {
     }
 }
 
-fn entries(reply: Value) -> Result<Vec<Entry>, String> {
+/// The entries of an XRANGE reply (or of one stream of an XREAD reply).
+pub fn entries(reply: Value) -> Result<Vec<Entry>, String> {
     let Value::Array(items) = reply else {
         return Err(format!("unexpected XRANGE reply {reply:?}"));
     };
@@ -97,8 +176,8 @@ fn entries(reply: Value) -> Result<Vec<Entry>, String> {
 
 /// The id of the newest entry a stream ever had (`last-generated-id`), or None when the
 /// stream does not exist.
-async fn last_generated(
-    connection: &mut MultiplexedConnection,
+pub async fn last_generated(
+    connection: &mut (impl ConnectionLike + Send),
     user_id: &str,
 ) -> Result<Option<String>, String> {
     let reply: redis::RedisResult<Value> = redis::cmd("XINFO")
@@ -125,12 +204,9 @@ async fn last_generated(
         .and_then(|(_, v)| text(&v)))
 }
 
-/// What device `device_id` of `user_id` missed: the entries after its last acknowledged
-/// id — exactly those: the first one's `prev` must be that id — or, when some of them are
-/// gone (trimmed away, or lost by Redis), the device never acknowledged anything, or the
-/// stream is newer than what it saw, a resync. Never a replay with a hole.
+/// What device `device_id` of `user_id` missed: [`replay_after`] its last acknowledged id.
 pub async fn replay(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl ConnectionLike + Send),
     user_id: &str,
     device_id: &str,
     count: usize,
@@ -140,48 +216,58 @@ pub async fn replay(
         .query_async(connection)
         .await
         .map_err(|e| format!("GET failed: {e}"))?;
+    if let Some(seen) = &last_seen {
+        if !is_entry_id(seen) {
+            return Err(format!(
+                "{} holds {seen:?}, not an entry id",
+                device_key(device_id)
+            ));
+        }
+    }
+    replay_after(connection, user_id, last_seen.as_deref(), count).await
+}
+
+/// The entries of `user_id`'s stream after `last_seen` — exactly those: the first one's
+/// `prev` must be `last_seen`, and each next one's `prev` the one before it — or, when some
+/// of them are gone (trimmed away, or lost by Redis), nothing was seen yet, or the stream
+/// is newer than what was seen, a resync. Never a replay with a hole.
+pub async fn replay_after(
+    connection: &mut (impl ConnectionLike + Send),
+    user_id: &str,
+    last_seen: Option<&str>,
+    count: usize,
+) -> Result<Replay, String> {
     let newest = last_generated(connection, user_id).await?;
-    let resync = |reason: &str| {
-        Ok(Replay::Resync {
-            reason: reason.to_string(),
-            resume_from: newest.clone().unwrap_or_else(|| "0-0".to_string()),
-        })
-    };
+    let resync = |gap: Gap| Ok(gap.resync(newest.as_deref()));
     let Some(last_seen) = last_seen else {
-        return resync("the device has acknowledged nothing yet: load from SQL first");
+        return resync(Gap::NeverAcknowledged);
     };
-    let seen = id_parts(&last_seen).ok_or_else(|| {
-        format!(
-            "{} holds {last_seen:?}, not an entry id",
-            device_key(device_id)
-        )
-    })?;
+    let seen =
+        id_parts(last_seen).ok_or_else(|| format!("{last_seen:?} is not an entry id (ms-seq)"))?;
     match newest.as_deref().and_then(id_parts) {
         None if seen == (0, 0) => {}
-        None => return resync("the stream is gone (Redis lost it): load from SQL"),
-        Some(newest) if seen > newest => return resync(
-            "the stream is older than the device's last seen id (Redis lost data): load from SQL",
-        ),
+        None => return resync(Gap::StreamGone),
+        Some(newest) if seen > newest => return resync(Gap::StreamOlder),
         Some(_) => {}
     }
-    let entries = tail(connection, user_id, Some(&last_seen), count).await?;
-    if let Some(first) = entries.first() {
-        if first.fields.get("prev") != Some(&last_seen) {
-            return resync(
-                "entries after the device's last seen id are gone (trimmed away, or lost by Redis): load from SQL",
-            );
+    let entries = tail(connection, user_id, Some(last_seen), count).await?;
+    let mut before = last_seen;
+    for (i, entry) in entries.iter().enumerate() {
+        if entry.fields.get("prev").map(String::as_str) != Some(before) {
+            return resync(if i == 0 { Gap::Trimmed } else { Gap::Hole });
         }
+        before = &entry.id;
     }
     Ok(Replay::Entries {
         entries,
-        after: last_seen,
+        after: last_seen.to_string(),
     })
 }
 
 /// Records that `device_id` has seen everything up to `id`; never moves backwards (an old
 /// acknowledgement arriving late changes nothing). Returns the id now stored.
 pub async fn ack(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl ConnectionLike + Send),
     device_id: &str,
     id: &str,
 ) -> Result<String, String> {

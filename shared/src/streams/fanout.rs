@@ -70,12 +70,7 @@ impl Fanout {
     /// Reads the auth token's secret, if any; connects only when first used, so that a Redis
     /// that is down never keeps the mirror from starting.
     pub async fn new(settings: StreamSettings) -> Result<Fanout, String> {
-        let url = match &settings.auth_secret_arn {
-            None => settings.expose_url().to_string(),
-            Some(arn) => with_password(settings.expose_url(), &auth_token(arn).await?),
-        };
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| format!("MIRROR_REDIS_URL {}: {e}", settings.shown()))?;
+        let client = open_client(&settings).await?;
         Ok(Fanout {
             settings,
             client,
@@ -278,6 +273,17 @@ pub fn entry_fields(a: &Announcement) -> Vec<(&'static str, String)> {
             a.enqueued_at.as_datetime().timestamp_millis().to_string(),
         ),
     ]
+}
+
+/// A client for the Redis of `settings`, with the auth token of its secret, if any (read
+/// now). Connects only when first used.
+pub async fn open_client(settings: &StreamSettings) -> Result<redis::Client, String> {
+    let url = match &settings.auth_secret_arn {
+        None => settings.expose_url().to_string(),
+        Some(arn) => with_password(settings.expose_url(), &auth_token(arn).await?),
+    };
+    redis::Client::open(url.as_str())
+        .map_err(|e| format!("MIRROR_REDIS_URL {}: {e}", settings.shown()))
 }
 
 /// The auth token in a Secrets Manager secret: the whole string, or its `authToken` or

@@ -21,8 +21,11 @@ mod fanout;
 use std::time::Duration;
 
 pub use crate::config::StreamSettings;
-pub use device::{ack, replay, tail, Entry, Replay};
-pub use fanout::{entry_fields, Delivery, DeliveryTotal, Fanout};
+pub use device::{
+    ack, entries, is_after, is_entry_id, last_generated, replay, replay_after, tail, text, Entry,
+    Gap, Replay,
+};
+pub use fanout::{entry_fields, open_client, Delivery, DeliveryTotal, Fanout};
 
 /// Outbox rows per lease (one pipeline to Redis).
 pub const DRAIN_PAGE: i64 = 1_000;
