@@ -92,8 +92,18 @@ impl Hub {
     /// Joins `user`'s feed: from now on every entry after the returned cursor reaches the
     /// subscription, in order.
     pub async fn join(self: &Arc<Self>, user: &str) -> Result<(Subscription, String), String> {
-        let mut commands = self.commands.clone();
-        let newest = streams::last_generated(&mut commands, user).await?;
+        // A user already followed has a cursor: only a new one costs a round trip.
+        let followed_already = self
+            .followed
+            .lock()
+            .expect("not poisoned")
+            .contains_key(user);
+        let newest = if followed_already {
+            None
+        } else {
+            let mut commands = self.commands.clone();
+            streams::last_generated(&mut commands, user).await?
+        };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (sender, feed) = unbounded_channel();
         let (cursor, new_user) = {
