@@ -83,6 +83,12 @@ export class Redis {
     const { stdout } = await run("redis-cli", ["-p", String(this.port), "--raw", ...args]);
     return stdout.trim();
   }
+  /** The ids of the entries of `user`'s stream after `after`, oldest first. */
+  async ids(user, after = "-") {
+    const script = "local ids = {} for i, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do ids[i] = e[1] end return ids";
+    const out = await this.cli("EVAL", script, "1", `stream:user:{${user}}`, after === "-" ? "-" : `(${after}`);
+    return out ? out.split("\n") : [];
+  }
   async get(key) {
     const { stdout } = await run("redis-cli", ["-p", String(this.port), "--raw", "GET", key]);
     return stdout.trim() || null;

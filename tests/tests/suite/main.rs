@@ -15,5 +15,6 @@ mod metrics;
 mod queues;
 mod repair;
 mod server_faults;
+mod stream_replay;
 mod streams;
 mod tls;
