@@ -119,7 +119,7 @@ export class Gateway {
     this.log = "";
   }
   async #spawn() {
-    this.proc = spawn(bin("realtime-gateway"), [], { env: { PATH: process.env.PATH, ...this.env }, stdio: ["ignore", "pipe", "pipe"] });
+    this.proc = spawn(process.env.GATEWAY_BIN ?? bin("realtime-gateway"), [], { env: { PATH: process.env.PATH, ...this.env }, stdio: ["ignore", "pipe", "pipe"] });
     const keep = (d) => {
       this.log += d;
       if (process.env.GATEWAY_TEST_LOG) process.stderr.write(d);
