@@ -4,19 +4,10 @@
 // it missed; a device can never be given another user's entries.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { Device, Gateway, Mirror, Redis, claims, gaps, hs256 } from "./harness.mjs";
+import { test } from "node:test";
+import { Device, claims, gaps, hs256, stack } from "./harness.mjs";
 
-let redis, gateway, mirror;
-before(async () => {
-  redis = await Redis.start();
-  gateway = await Gateway.start(redis);
-  mirror = new Mirror(redis);
-});
-after(async () => {
-  await gateway?.kill();
-  await redis?.stop();
-});
+const { redis, gateway, mirror } = await stack();
 
 /** A connected device of `user` that has taken the first resync (it never acknowledged anything). */
 async function fresh(user, deviceId, options = {}) {

@@ -9,6 +9,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { after } from "node:test";
 import { promisify } from "node:util";
 import { io } from "socket.io-client";
 
@@ -300,4 +301,15 @@ export class Mirror {
     await this.apply(events);
     return events.map((e) => e.payload.messageId);
   }
+}
+
+/** A private Redis, a gateway on it (`env` added to its settings) and a mirror announcing to it, stopped when the file's tests end. */
+export async function stack(env = {}, mirrorEnv = {}) {
+  const redis = await Redis.start();
+  const gateway = await Gateway.start(redis, env);
+  after(async () => {
+    await gateway.kill();
+    await redis.stop();
+  });
+  return { redis, gateway, mirror: new Mirror(redis, mirrorEnv) };
 }

@@ -4,19 +4,10 @@
 // being handed a history with a hole.
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
-import { Device, Gateway, Mirror, Redis, claims, gaps, hs256 } from "./harness.mjs";
+import { test } from "node:test";
+import { Device, claims, gaps, hs256, stack } from "./harness.mjs";
 
-let redis, gateway, mirror;
-before(async () => {
-  redis = await Redis.start();
-  gateway = await Gateway.start(redis);
-  mirror = new Mirror(redis);
-});
-after(async () => {
-  await gateway?.kill();
-  await redis?.stop();
-});
+const { redis, gateway, mirror } = await stack();
 
 /** A device of `user`, live after taking one entry of conversation `c`. */
 async function live(user, c) {

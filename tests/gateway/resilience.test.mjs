@@ -5,19 +5,12 @@
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { Device, Gateway, Mirror, Redis, claims, gaps, hs256, until } from "./harness.mjs";
+import { Device, Gateway, claims, gaps, hs256, stack, until } from "./harness.mjs";
 
 const stop = [];
 after(async () => {
   for (const s of stop.reverse()) await s();
 });
-async function setup(env = {}, mirrorEnv = {}) {
-  const redis = await Redis.start();
-  stop.push(() => redis.stop());
-  const gateway = await Gateway.start(redis, env);
-  stop.push(() => gateway.kill());
-  return { redis, gateway, mirror: new Mirror(redis, mirrorEnv) };
-}
 
 /** A device of `user` that has acknowledged one live entry of conversation `c`; then away. */
 async function acknowledgedOnce(gateway, mirror, user, c, deviceId = `${user}-phone`) {
@@ -34,7 +27,7 @@ async function acknowledgedOnce(gateway, mirror, user, c, deviceId = `${user}-ph
 }
 
 test("a device whose history was trimmed (MAXLEN) gets resync, then live entries after it", async () => {
-  const { gateway, mirror } = await setup({}, { MIRROR_STREAM_MAXLEN: "100" });
+  const { gateway, mirror } = await stack({}, { MIRROR_STREAM_MAXLEN: "100" });
   const acked = await acknowledgedOnce(gateway, mirror, "tara", "c-trim");
   await mirror.messages("c-trim", "tara-friend", 400);
   const d = await Device.connect(gateway, { token: hs256(claims("tara")), deviceId: "tara-phone" });
@@ -49,7 +42,7 @@ test("a device whose history was trimmed (MAXLEN) gets resync, then live entries
 });
 
 test("a replay longer than GATEWAY_REPLAY_CAP is a resync (too_many); one of exactly the cap is sent", async () => {
-  const { gateway, mirror } = await setup({ GATEWAY_REPLAY_CAP: "10" });
+  const { gateway, mirror } = await stack({ GATEWAY_REPLAY_CAP: "10" });
   const acked = await acknowledgedOnce(gateway, mirror, "uma", "c-cap");
   const ten = await mirror.messages("c-cap", "uma-friend", 10);
   let d = await Device.connect(gateway, { token: hs256(claims("uma")), deviceId: "uma-phone" });
@@ -70,7 +63,7 @@ test("a replay longer than GATEWAY_REPLAY_CAP is a resync (too_many); one of exa
 });
 
 test("acknowledgements survive a gateway restart", async () => {
-  const { redis, gateway, mirror } = await setup();
+  const { redis, gateway, mirror } = await stack();
   const acked = await acknowledgedOnce(gateway, mirror, "vic", "c-restart");
   const missed = await mirror.messages("c-restart", "vic-friend", 3);
   assert.deepEqual(await gateway.stop(), { code: 0, signal: null });
@@ -85,7 +78,7 @@ test("acknowledgements survive a gateway restart", async () => {
 });
 
 test("Redis restarted mid-session: devices get resync, never a silent gap", async () => {
-  const { redis, gateway, mirror } = await setup();
+  const { redis, gateway, mirror } = await stack();
   const acked = await acknowledgedOnce(gateway, mirror, "wes", "c-redis");
   const live = await Device.connect(gateway, { token: hs256(claims("wes")), deviceId: "wes-phone" });
   await mirror.messages("c-redis", "wes-friend", 2);
@@ -109,7 +102,7 @@ test("Redis restarted mid-session: devices get resync, never a silent gap", asyn
 });
 
 test("two gateways on one Redis: a device moves between them and misses nothing; presence follows it", async () => {
-  const { redis, gateway: a, mirror } = await setup();
+  const { redis, gateway: a, mirror } = await stack();
   const b = await Gateway.start(redis);
   stop.push(() => b.kill());
   const stay = await Device.connect(a, { token: hs256(claims("xia")), deviceId: "xia-laptop" });
@@ -139,7 +132,7 @@ test("two gateways on one Redis: a device moves between them and misses nothing;
 });
 
 test("SIGTERM: devices are told to reconnect elsewhere (bye shutdown), and the process exits", async () => {
-  const { gateway } = await setup({ GATEWAY_SHUTDOWN_GRACE: "2s" });
+  const { gateway } = await stack({ GATEWAY_SHUTDOWN_GRACE: "2s" });
   const devices = await Promise.all(["yan-1", "yan-2", "zed-1"].map((id) => Device.connect(gateway, { token: hs256(claims(id.split("-")[0])), deviceId: id })));
   await Promise.all(devices.map((d) => d.nextResync()));
   assert.deepEqual(await gateway.stop(), { code: 0, signal: null });
