@@ -267,29 +267,26 @@ pub async fn ack(app: &App, session: &Session, data: &Value) -> Value {
     let identity = &session.identity;
     let mut connection = app.redis.clone();
     let checked = async {
-        let newest = streams::last_generated(&mut connection, &identity.user).await?;
-        match newest {
-            None => return Ok(Some("this user's stream has no entries".to_string())),
-            Some(newest) if is_after(id, &newest) => {
-                return Ok(Some(format!(
-                    "{id} is after the newest entry of this user's stream ({newest})"
-                )))
-            }
-            Some(_) => {}
+        let Some(info) = streams::stream_info(&mut connection, &identity.user).await? else {
+            return Ok(Some("this user's stream has no entries".to_string()));
+        };
+        if is_after(id, &info.last_generated) {
+            return Ok(Some(format!(
+                "{id} is after the newest entry of this user's stream ({})",
+                info.last_generated
+            )));
         }
-        let around: Vec<Entry> = streams::tail(&mut connection, &identity.user, None, 1).await?;
-        let first_kept = around.first().map(|e| e.id.clone());
-        if first_kept.is_some_and(|first| !is_after(&first, id)) {
-            let exact: redis::Value = redis::cmd("XRANGE")
-                .arg(stream_key(&identity.user))
-                .arg(id)
-                .arg(id)
-                .query_async(&mut connection)
-                .await
-                .map_err(|e| format!("XRANGE failed: {e}"))?;
-            if streams::entries(exact)?.is_empty() {
-                return Ok(Some(format!("{id} is not an entry of this user's stream")));
-            }
+        let exact: redis::Value = redis::cmd("XRANGE")
+            .arg(stream_key(&identity.user))
+            .arg(id)
+            .arg(id)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| format!("XRANGE failed: {e}"))?;
+        // Not there now, and certainly never an entry; one that may have been removed
+        // (trimmed or deleted) is taken: a replay from it resyncs when what follows is gone.
+        if streams::entries(exact)?.is_empty() && info.never_held(id) {
+            return Ok(Some(format!("{id} is not an entry of this user's stream")));
         }
         streams::ack(&mut connection, &identity.device, id)
             .await

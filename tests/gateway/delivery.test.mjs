@@ -141,7 +141,8 @@ test("acknowledgements are checked: never backwards, never an id the stream did 
   assert.deepEqual(await d.ack(ids[0]), { ok: true }, "an older id is accepted but does not move lastSeen back");
   assert.equal(await redis.get("device:{kim-phone}:lastSeen"), ids[2]);
   const [ms, seq] = ids[2].split("-").map(Number);
-  for (const bad of [`${ms + 60000}-0`, `${ms}-${seq + 1}`, "not-an-id", ""]) {
+  // past the newest; "0-1" and `ms-1`-…: absent from a stream that never lost an entry
+  for (const bad of [`${ms + 60000}-0`, `${ms}-${seq + 1}`, "0-1", `${ms - 1}-${seq + 7}`, "not-an-id", ""]) {
     const reply = await d.ack(bad);
     assert.equal(reply.ok, false, `${JSON.stringify(bad)} is refused`);
     assert.ok(reply.reason.length > 10, `with a reason: ${reply.reason}`);

@@ -174,12 +174,46 @@ pub fn entries(reply: Value) -> Result<Vec<Entry>, String> {
         .collect()
 }
 
-/// The id of the newest entry a stream ever had (`last-generated-id`), or None when the
-/// stream does not exist.
-pub async fn last_generated(
+/// What `XINFO STREAM` says of `user_id`'s stream that a consumer needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The newest id the stream ever generated (its entry may have been deleted since).
+    pub last_generated: String,
+    /// The id of the oldest entry kept; `None` when the stream is empty.
+    pub first: Option<String>,
+    /// The newest id ever removed by `XDEL` (`0-0` when none was; trimming does not set
+    /// it); `None` from a Redis before 7.0, which does not report it.
+    pub max_deleted: Option<String>,
+    /// Whether any entry was ever removed (trimmed or deleted): `entries-added` above the
+    /// length; `None` from a Redis before 7.0.
+    pub removed_any: Option<bool>,
+}
+
+impl StreamInfo {
+    /// Whether `id`, which the stream does not hold now, was certainly never one of its
+    /// entries: nothing was ever removed; or it lies inside the kept range, after the
+    /// newest id ever deleted (before 7.0: inside the kept range at all).
+    pub fn never_held(&self, id: &str) -> bool {
+        if self.removed_any == Some(false) {
+            return true;
+        }
+        let inside = self
+            .first
+            .as_deref()
+            .is_some_and(|first| !is_after(first, id));
+        inside
+            && self
+                .max_deleted
+                .as_deref()
+                .is_none_or(|max_deleted| is_after(id, max_deleted))
+    }
+}
+
+/// The stream's [`StreamInfo`]; `None` when the stream does not exist.
+pub async fn stream_info(
     connection: &mut (impl ConnectionLike + Send),
     user_id: &str,
-) -> Result<Option<String>, String> {
+) -> Result<Option<StreamInfo>, String> {
     let reply: redis::RedisResult<Value> = redis::cmd("XINFO")
         .arg("STREAM")
         .arg(stream_key(user_id))
@@ -198,10 +232,38 @@ pub async fn last_generated(
         Err(e) if e.to_string().contains("no such key") => return Ok(None),
         Err(e) => return Err(format!("XINFO STREAM failed: {e}")),
     };
-    Ok(pairs
-        .into_iter()
-        .find(|(k, _)| k == "last-generated-id")
-        .and_then(|(_, v)| text(&v)))
+    let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let number = |name: &str| {
+        field(name)
+            .and_then(text)
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let first = match field("first-entry") {
+        Some(Value::Array(entry)) => entry.first().and_then(text),
+        _ => None,
+    };
+    let removed_any = match (number("entries-added"), number("length")) {
+        (Some(added), Some(length)) => Some(added > length),
+        _ => None,
+    };
+    Ok(field("last-generated-id")
+        .and_then(text)
+        .map(|last_generated| StreamInfo {
+            last_generated,
+            first,
+            max_deleted: field("max-deleted-entry-id").and_then(text),
+            removed_any,
+        }))
+}
+
+/// The stream's `last-generated-id`; `None` when the stream does not exist.
+pub async fn last_generated(
+    connection: &mut (impl ConnectionLike + Send),
+    user_id: &str,
+) -> Result<Option<String>, String> {
+    Ok(stream_info(connection, user_id)
+        .await?
+        .map(|info| info.last_generated))
 }
 
 /// What device `device_id` of `user_id` missed: [`replay_after`] its last acknowledged id.

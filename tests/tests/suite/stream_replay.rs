@@ -51,6 +51,15 @@ async fn a_replay_checks_the_prev_of_every_entry_not_only_the_first() {
         .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"));
     let user = unique_name("u-hole");
     let ids = chain(&mut conn, &user, 5).await;
+    let info = streams::stream_info(&mut conn, &user)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        info.max_deleted.as_deref(),
+        Some("0-0"),
+        "nothing removed yet"
+    );
 
     match streams::replay_after(&mut conn, &user, Some(&ids[0]), 100)
         .await
@@ -97,4 +106,89 @@ async fn a_replay_checks_the_prev_of_every_entry_not_only_the_first() {
         streams::replay_after(&mut conn, &user, Some(&ids[3]), 100).await.unwrap(),
         Replay::Entries { ref entries, .. } if entries.len() == 1
     ));
+}
+
+/// What the gateway's acknowledgement check relies on (docs/realtime.md, "Events": `ack`):
+/// an id the stream does not hold is refused only when it certainly never held it.
+#[tokio::test]
+async fn an_id_is_never_held_only_when_no_removal_could_explain_its_absence() {
+    let url = test_redis_url();
+    let mut conn = Fanout::new(StreamSettings::new(&url).unwrap())
+        .await
+        .unwrap()
+        .connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"));
+    let user = unique_name("u-held");
+    let ids = chain(&mut conn, &user, 5).await;
+    let info = |conn: &mut redis::aio::MultiplexedConnection| {
+        let user = user.clone();
+        let mut conn = conn.clone();
+        async move {
+            streams::stream_info(&mut conn, &user)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    let untouched = info(&mut conn).await;
+    assert_eq!(untouched.last_generated, ids[4]);
+    assert_eq!(untouched.first.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(
+        untouched.removed_any,
+        Some(false),
+        "Redis 7 reports entries-added"
+    );
+    assert_eq!(untouched.max_deleted.as_deref(), Some("0-0"));
+    assert!(
+        untouched.never_held("0-1"),
+        "before the first entry of a stream that lost none"
+    );
+
+    let _: i64 = redis::cmd("XDEL")
+        .arg(stream_key(&user))
+        .arg(&ids[3])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // one more entry, 5 ms after the newest: the ids between those two were never entries
+    let (ms, seq) = ids[4].split_once('-').unwrap();
+    let later = format!("{}-0", ms.parse::<u64>().unwrap() + 5);
+    let _: String = redis::cmd("XADD")
+        .arg(stream_key(&user))
+        .arg(&later)
+        .arg(&["prev", ids[4].as_str()])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let between = format!("{ms}-{}", seq.parse::<u64>().unwrap() + 1);
+
+    let deleted = info(&mut conn).await;
+    assert_eq!(deleted.removed_any, Some(true));
+    assert_eq!(deleted.max_deleted.as_deref(), Some(ids[3].as_str()));
+    assert!(!deleted.never_held(&ids[3]), "a deleted entry was one");
+    assert!(
+        !deleted.never_held("0-1"),
+        "once entries were removed, the past cannot be ruled out"
+    );
+    assert!(
+        deleted.never_held(&between),
+        "inside the kept range, after the newest deleted id"
+    );
+
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(stream_key(&user))
+        .arg("MAXLEN")
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let trimmed = info(&mut conn).await;
+    assert_eq!(trimmed.first.as_deref(), Some(ids[4].as_str()));
+    assert!(
+        !trimmed.never_held(&ids[1]),
+        "trimmed away: it may have been an entry"
+    );
+    assert!(trimmed.never_held(&between), "still inside the kept range");
 }
