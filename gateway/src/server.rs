@@ -217,7 +217,10 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
                 get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], SOCKET_IO_JS) }),
             );
     }
-    let router = router.with_state(app.clone()).layer(layer);
+    let router = router
+        .with_state(app.clone())
+        .layer(layer)
+        .layer(axum::middleware::map_request(detached));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("GATEWAY_LISTEN {}: cannot listen: {e}", settings.listen))?;
@@ -260,6 +263,30 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         "stopped"
     );
     Ok(())
+}
+
+/// The request with its URI and headers copied out of the connection's read buffer. hyper
+/// parses them as slices of that buffer (8 to 16 KiB), and socketioxide keeps a socket's
+/// request for as long as the socket lives, and with it the whole buffer: copying the few
+/// headers frees about 16 KB per connected device (BENCHMARKS.md, "Realtime gateway").
+async fn detached(mut request: axum::extract::Request) -> axum::extract::Request {
+    let headers = std::mem::take(request.headers_mut());
+    let copy = request.headers_mut();
+    copy.reserve(headers.len());
+    for (name, value) in &headers {
+        let (Ok(name), Ok(mut owned)) = (
+            header::HeaderName::from_bytes(name.as_str().as_bytes()),
+            header::HeaderValue::from_bytes(value.as_bytes()),
+        ) else {
+            continue; // it parsed once; a copy cannot fail
+        };
+        owned.set_sensitive(value.is_sensitive());
+        copy.append(name, owned);
+    }
+    if let Ok(uri) = request.uri().to_string().parse() {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 async fn stop_signal() {

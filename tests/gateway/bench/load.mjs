@@ -86,7 +86,7 @@ const percentile = (xs, p) => (xs.length ? xs.slice().sort((a, b) => a - b)[Math
 const print = (phase, o) => console.log(JSON.stringify({ phase, ...o }));
 
 const redis = await Redis.start();
-const gateway = await Gateway.start(redis, { RUST_LOG: "warn", ...(process.env.GATEWAY_REPLAY_CAP ? { GATEWAY_REPLAY_CAP: process.env.GATEWAY_REPLAY_CAP } : {}) });
+const gateway = await Gateway.start(redis, { RUST_LOG: "warn", ...Object.fromEntries(["GATEWAY_REPLAY_CAP", "GATEWAY_PRESENCE_TTL", "MALLOC_ARENA_MAX"].filter((k) => process.env[k]).map((k) => [k, process.env[k]])) });
 const resp = new Resp(redis.port);
 const pids = { gateway: gateway.proc.pid, generator: process.pid, redis: redis.proc.pid };
 const cpus = () => Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpu(pid)]));
@@ -257,6 +257,6 @@ print("storm", {
 
 for (const d of fleet) d.socket.disconnect();
 resp.close();
-await gateway.kill();
+await gateway.stop();
 await redis.stop();
 process.exit(0);
