@@ -6,6 +6,15 @@
 use mirror_tests::{test_redis_url, unique_name};
 use realtime_mirror::streams::{self, stream_key, Fanout, Replay, StreamSettings};
 
+async fn connection() -> redis::aio::MultiplexedConnection {
+    Fanout::new(StreamSettings::new(&test_redis_url()).unwrap())
+        .await
+        .unwrap()
+        .connection()
+        .await
+        .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"))
+}
+
 /// Adds `n` entries chained by `prev` to `user`'s stream; returns their ids.
 async fn chain(conn: &mut redis::aio::MultiplexedConnection, user: &str, n: usize) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
@@ -42,13 +51,7 @@ async fn chain(conn: &mut redis::aio::MultiplexedConnection, user: &str, n: usiz
 
 #[tokio::test]
 async fn a_replay_checks_the_prev_of_every_entry_not_only_the_first() {
-    let url = test_redis_url();
-    let mut conn = Fanout::new(StreamSettings::new(&url).unwrap())
-        .await
-        .unwrap()
-        .connection()
-        .await
-        .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"));
+    let mut conn = connection().await;
     let user = unique_name("u-hole");
     let ids = chain(&mut conn, &user, 5).await;
     let info = streams::stream_info(&mut conn, &user)
@@ -112,13 +115,7 @@ async fn a_replay_checks_the_prev_of_every_entry_not_only_the_first() {
 /// an id the stream does not hold is refused only when it certainly never held it.
 #[tokio::test]
 async fn an_id_is_never_held_only_when_no_removal_could_explain_its_absence() {
-    let url = test_redis_url();
-    let mut conn = Fanout::new(StreamSettings::new(&url).unwrap())
-        .await
-        .unwrap()
-        .connection()
-        .await
-        .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"));
+    let mut conn = connection().await;
     let user = unique_name("u-held");
     let ids = chain(&mut conn, &user, 5).await;
     let info = |conn: &mut redis::aio::MultiplexedConnection| {
