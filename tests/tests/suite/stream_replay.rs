@@ -7,7 +7,7 @@ use mirror_tests::{test_redis_url, unique_name};
 use realtime_mirror::streams::{self, stream_key, Fanout, Replay, StreamSettings};
 
 async fn connection() -> redis::aio::MultiplexedConnection {
-    Fanout::new(StreamSettings::new(&test_redis_url()).unwrap())
+    Fanout::new(StreamSettings::new(test_redis_url()).unwrap())
         .await
         .unwrap()
         .connection()
