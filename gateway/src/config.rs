@@ -14,8 +14,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// `GATEWAY_REPLAY_CAP`: a device that missed more entries than this is told to resync.
 pub const DEFAULT_REPLAY_CAP: u64 = 1_000;
 pub const REPLAY_CAP_RANGE: (u64, u64) = (1, 100_000);
-/// `GATEWAY_PRESENCE_TTL`: how long `device:{id}:node` outlives its last refresh (it is
-/// refreshed every half of it).
+/// `GATEWAY_PRESENCE_TTL`: how long the node's heartbeat (`gateway:node:{N}`) outlives its
+/// last refresh (every half of it): how soon a crashed node's devices stop being present.
 pub const DEFAULT_PRESENCE_TTL: Duration = Duration::from_secs(120);
 pub const PRESENCE_TTL_RANGE: (Duration, Duration) =
     (Duration::from_secs(10), Duration::from_secs(86_400));

@@ -1,6 +1,12 @@
 //! Which user a device belongs to (`device:{id}:user`) and which gateway holds it now
-//! (`device:{id}:node`, with a TTL refreshed while it stays connected, cleared when it
-//! leaves unless another node holds it by then). docs/realtime.md, "Keys".
+//! (`device:{id}:node`, cleared when it leaves unless another node holds it by then).
+//!
+//! Presence costs Redis nothing per idle device: the node, not each device, proves it is
+//! alive, with one heartbeat key (`gateway:node:{N}`, a TTL refreshed every half TTL). A
+//! device is present when its `device:{id}:node` names a node whose heartbeat is there. The
+//! node lists the devices it holds (`gateway:node:{N}:devices`), so the keys a crashed node
+//! leaves are cleared by the next live node that sees its heartbeat gone, or by the node
+//! itself when it starts again under the same name. docs/realtime.md, "Presence".
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -44,6 +50,28 @@ pub async fn bind(
     Ok(rebound == 1)
 }
 
+/// Where a node's heartbeat is kept; present while the node is alive.
+pub fn heartbeat_key(node: &str) -> String {
+    format!("gateway:node:{{{node}}}")
+}
+
+/// Where a node lists the devices it holds.
+pub fn held_key(node: &str) -> String {
+    format!("gateway:node:{{{node}}}:devices")
+}
+
+/// Every node that has held devices and has not been cleared.
+pub const NODES_KEY: &str = "gateway:nodes";
+
+/// Devices cleared per round trip when a node's keys are swept.
+const SWEEP_BATCH: usize = 500;
+
+/// Deletes `KEYS[1]` if it still names the node `ARGV[1]`.
+const DELETE_IF_MINE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// The devices connected to this node, for the presence keys.
 pub struct Presence {
     node: String,
@@ -62,6 +90,34 @@ impl Presence {
         }
     }
 
+    /// Announces the node, after clearing what an earlier process of the same name left.
+    pub async fn start(&self) -> Result<(), String> {
+        self.sweep(&self.node).await?;
+        self.beat()
+            .await
+            .map_err(|e| format!("writing the node's heartbeat failed: {e}"))
+    }
+
+    async fn beat(&self) -> redis::RedisResult<()> {
+        let mut connection = self.connection.clone();
+        redis::cmd("SET")
+            .arg(heartbeat_key(&self.node))
+            .arg(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |t| t.as_secs()),
+            )
+            .arg("EX")
+            .arg(self.ttl.as_secs())
+            .query_async::<()>(&mut connection)
+            .await?;
+        redis::cmd("SADD")
+            .arg(NODES_KEY)
+            .arg(&self.node)
+            .query_async::<()>(&mut connection)
+            .await
+    }
+
     /// `device` is here now.
     pub async fn arrive(&self, device: &str) -> Result<(), String> {
         *self
@@ -71,13 +127,19 @@ impl Presence {
             .entry(device.to_string())
             .or_default() += 1;
         let mut connection = self.connection.clone();
-        redis::cmd("SET")
-            .arg(node_key(device))
-            .arg(&self.node)
-            .arg("EX")
-            .arg(self.ttl.as_secs())
+        // Listed first: a crash between the two leaves nothing the sweep cannot find.
+        redis::cmd("SADD")
+            .arg(held_key(&self.node))
+            .arg(device)
             .query_async::<()>(&mut connection)
             .await
+            .and(
+                redis::cmd("SET")
+                    .arg(node_key(device))
+                    .arg(&self.node)
+                    .query_async::<()>(&mut connection)
+                    .await,
+            )
             .map_err(|e| format!("setting the presence key failed: {e}"))
     }
 
@@ -95,49 +157,140 @@ impl Presence {
             }
             devices.remove(device);
         }
-        let script = redis::Script::new(
-            r"
-            if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-            return 0
-            ",
-        );
         let mut connection = self.connection.clone();
-        let cleared: redis::RedisResult<i64> = script
-            .key(node_key(device))
-            .arg(&self.node)
-            .invoke_async(&mut connection)
-            .await;
+        let cleared: redis::RedisResult<()> = async {
+            redis::Script::new(DELETE_IF_MINE)
+                .key(node_key(device))
+                .arg(&self.node)
+                .invoke_async::<i64>(&mut connection)
+                .await?;
+            redis::cmd("SREM")
+                .arg(held_key(&self.node))
+                .arg(device)
+                .query_async(&mut connection)
+                .await
+        }
+        .await;
         if let Err(e) = cleared {
-            tracing::warn!(error = %e, "clearing a presence key failed; its TTL ends it");
+            tracing::warn!(error = %e, "clearing a presence key failed; the node's sweep clears it");
         }
     }
 
-    /// Refreshes every presence key of this node, every half TTL, one pipeline a round.
+    /// Clears the presence keys `node` left: each device key that still names it, then its
+    /// list and its place among the nodes. Stops if the node's heartbeat comes back.
+    async fn sweep(&self, node: &str) -> Result<usize, String> {
+        let failed = |e: redis::RedisError| format!("clearing the keys of node {node} failed: {e}");
+        let mut connection = self.connection.clone();
+        let mut cleared = 0;
+        loop {
+            if node != self.node {
+                let alive: bool = redis::cmd("EXISTS")
+                    .arg(heartbeat_key(node))
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(failed)?;
+                if alive {
+                    return Ok(cleared);
+                }
+            }
+            let devices: Vec<String> = redis::cmd("SPOP")
+                .arg(held_key(node))
+                .arg(SWEEP_BATCH)
+                .query_async(&mut connection)
+                .await
+                .map_err(failed)?;
+            if devices.is_empty() {
+                break;
+            }
+            for device in &devices {
+                let deleted: i64 = redis::Script::new(DELETE_IF_MINE)
+                    .key(node_key(device))
+                    .arg(node)
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(failed)?;
+                cleared += deleted as usize;
+            }
+        }
+        if node != self.node {
+            redis::cmd("SREM")
+                .arg(NODES_KEY)
+                .arg(node)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(failed)?;
+        }
+        Ok(cleared)
+    }
+
+    /// Every half TTL: the heartbeat, and the keys of any node whose heartbeat is gone.
+    /// A round costs a few commands per gateway node, none per device.
     pub async fn run(self: Arc<Self>) {
         let mut every = tokio::time::interval(self.ttl / 2);
         every.tick().await;
         loop {
             every.tick().await;
-            let devices: Vec<String> = {
-                let devices = self.devices.lock().expect("not poisoned");
-                devices.keys().cloned().collect()
-            };
-            if devices.is_empty() {
+            if let Err(e) = self.beat().await {
+                tracing::warn!(error = %e, "refreshing the node's heartbeat failed");
                 continue;
             }
-            let mut pipe = redis::pipe();
-            for device in &devices {
-                pipe.cmd("SET")
-                    .arg(node_key(device))
-                    .arg(&self.node)
-                    .arg("EX")
-                    .arg(self.ttl.as_secs())
-                    .ignore();
+            if let Err(e) = self.sweep_dead().await {
+                tracing::warn!(error = %e, "sweeping the keys of stopped nodes failed");
             }
-            let mut connection = self.connection.clone();
-            if let Err(e) = pipe.query_async::<()>(&mut connection).await {
-                tracing::warn!(error = %e, devices = devices.len(), "refreshing presence keys failed");
+        }
+    }
+
+    async fn sweep_dead(&self) -> Result<(), String> {
+        let mut connection = self.connection.clone();
+        let nodes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(NODES_KEY)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| format!("listing the nodes failed: {e}"))?;
+        for node in nodes.iter().filter(|n| **n != self.node) {
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(heartbeat_key(node))
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| format!("reading node {node}'s heartbeat failed: {e}"))?;
+            if alive {
+                continue;
             }
+            // One live node sweeps a dead one at a time.
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(format!("gateway:node:{{{node}}}:sweeper"))
+                .arg(&self.node)
+                .arg("NX")
+                .arg("EX")
+                .arg(self.ttl.as_secs())
+                .query_async(&mut connection)
+                .await
+                .map_err(|e| format!("claiming node {node}'s sweep failed: {e}"))?;
+            if claimed.is_some() {
+                let cleared = self.sweep(node).await?;
+                tracing::info!(node = %node, cleared, "cleared the presence keys of a stopped node");
+            }
+        }
+        Ok(())
+    }
+
+    /// At a graceful stop, after every session left: the node is gone.
+    pub async fn stop(&self) {
+        let mut connection = self.connection.clone();
+        let gone = match self.sweep(&self.node).await {
+            Err(e) => Err(e),
+            Ok(_) => redis::pipe()
+                .cmd("DEL")
+                .arg(heartbeat_key(&self.node))
+                .cmd("SREM")
+                .arg(NODES_KEY)
+                .arg(&self.node)
+                .query_async::<()>(&mut connection)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = gone {
+            tracing::warn!(error = %e, "removing the node's keys at the stop failed; another node sweeps them");
         }
     }
 }

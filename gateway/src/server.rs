@@ -194,7 +194,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         shutdown,
     });
     tokio::spawn(hub.run());
-    tokio::spawn(presence.run());
+    presence.start().await?;
+    tokio::spawn(presence.clone().run());
 
     let (layer, io) = SocketIo::builder()
         .with_state(app.clone())
@@ -257,6 +258,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         Ok(Err(e)) => return Err(format!("the HTTP server task failed: {e}")),
         Err(_) => tracing::warn!("connections still open at the end of the grace period; exiting"),
     }
+    presence.stop().await;
     tracing::info!(
         devices_told = devices,
         took_ms = started.elapsed().as_millis() as u64,

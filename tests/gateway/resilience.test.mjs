@@ -112,8 +112,8 @@ test("two gateways on one Redis: a device moves between them and misses nothing;
   await stay.nextEntries(1);
   assert.equal(await redis.get("device:{xia-phone}:node"), null, "cleared when the phone left node A");
   assert.equal(await redis.get("device:{xia-laptop}:node"), `node-${a.port}`);
-  const ttl = Number(await redis.cli("TTL", "device:{xia-laptop}:node"));
-  assert.ok(ttl > 0 && ttl <= 120, `the presence key has a TTL (${ttl})`);
+  const ttl = Number(await redis.cli("TTL", `gateway:node:{node-${a.port}}`));
+  assert.ok(ttl > 0 && ttl <= 120, `node A's heartbeat has a TTL (${ttl})`);
 
   const missed = await mirror.messages("c-move", "xia-friend", 3);
   const moved = await Device.connect(b, { token: hs256(claims("xia")), deviceId: "xia-phone" });
