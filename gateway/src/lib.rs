@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use realtime_mirror::streams::connection::Connection;
 use redis::aio::ConnectionManager;
 
 /// What every part of a running gateway shares.
@@ -31,7 +32,7 @@ pub struct App {
     pub hub: Arc<hub::Hub>,
     pub presence: Arc<presence::Presence>,
     /// Commands (not the reader's blocking reads): replays, acknowledgements, keys.
-    pub redis: ConnectionManager,
+    pub redis: Connection<ConnectionManager>,
     /// Set by SIGTERM: new handshakes are refused, `/healthz` says draining.
     pub draining: AtomicBool,
     /// Tells every session to say goodbye.

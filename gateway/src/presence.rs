@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use realtime_mirror::streams::connection::Connection;
 use redis::aio::ConnectionManager;
 
 /// Where a device's user is kept.
@@ -27,7 +28,7 @@ pub fn node_key(device: &str) -> String {
 /// Binds `device` to `user`. A device that belonged to another user before forgets what it
 /// acknowledged there (its `lastSeen` is of another stream): true, and it resyncs.
 pub async fn bind(
-    connection: &mut ConnectionManager,
+    connection: &mut Connection<ConnectionManager>,
     user: &str,
     device: &str,
 ) -> Result<bool, String> {
@@ -77,11 +78,11 @@ pub struct Presence {
     node: String,
     ttl: Duration,
     devices: Mutex<HashMap<String, usize>>,
-    connection: ConnectionManager,
+    connection: Connection<ConnectionManager>,
 }
 
 impl Presence {
-    pub fn new(node: String, ttl: Duration, connection: ConnectionManager) -> Presence {
+    pub fn new(node: String, ttl: Duration, connection: Connection<ConnectionManager>) -> Presence {
         Presence {
             node,
             ttl,
@@ -277,17 +278,22 @@ impl Presence {
     /// At a graceful stop, after every session left: the node is gone.
     pub async fn stop(&self) {
         let mut connection = self.connection.clone();
+        // One command a key: on a cluster the two are in different slots.
         let gone = match self.sweep(&self.node).await {
             Err(e) => Err(e),
-            Ok(_) => redis::pipe()
-                .cmd("DEL")
-                .arg(heartbeat_key(&self.node))
-                .cmd("SREM")
-                .arg(NODES_KEY)
-                .arg(&self.node)
-                .query_async::<()>(&mut connection)
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(_) => async {
+                redis::cmd("DEL")
+                    .arg(heartbeat_key(&self.node))
+                    .query_async::<()>(&mut connection)
+                    .await?;
+                redis::cmd("SREM")
+                    .arg(NODES_KEY)
+                    .arg(&self.node)
+                    .query_async::<()>(&mut connection)
+                    .await
+            }
+            .await
+            .map_err(|e| e.to_string()),
         };
         if let Err(e) = gone {
             tracing::warn!(error = %e, "removing the node's keys at the stop failed; another node sweeps them");

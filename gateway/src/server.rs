@@ -21,6 +21,7 @@ use crate::auth::Refusal;
 use crate::config::Settings;
 use crate::session::{self, Session};
 use crate::{hub, metrics, presence, App};
+use realtime_mirror::streams::connection::{self, Connection};
 use realtime_mirror::streams::{is_entry_id, open_client, REDIS_TIMEOUT};
 
 /// The demo page, served at `/demo` when `GATEWAY_DEMO=on`.
@@ -147,8 +148,11 @@ async fn demo_token(
     }
 }
 
-/// Connects to Redis and refuses what the gateway cannot serve.
-async fn connect(settings: &Settings) -> Result<(redis::Client, ConnectionManager), String> {
+/// Connects to Redis, or to every node of a Redis Cluster (which must send the keyspace
+/// notifications of streams: docs/realtime.md, "Redis Cluster").
+async fn connect(
+    settings: &Settings,
+) -> Result<(redis::Client, Connection<ConnectionManager>), String> {
     let client = open_client(&settings.streams).await?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -157,18 +161,15 @@ async fn connect(settings: &Settings) -> Result<(redis::Client, ConnectionManage
     let mut redis = ConnectionManager::new_with_config(client.clone(), config)
         .await
         .map_err(|e| format!("cannot reach Redis at {}: {e}", settings.streams.shown()))?;
-    let info: String = redis::cmd("INFO")
-        .arg("cluster")
-        .query_async(&mut redis)
-        .await
-        .map_err(|e| format!("INFO cluster failed: {e}"))?;
-    if info.contains("cluster_enabled:1") {
-        return Err(format!(
-            "{} is a Redis Cluster; the gateway reads a single Redis (or a replicated primary) only: see docs/realtime.md, \"Redis Cluster\"",
-            settings.streams.shown()
-        ));
+    if !connection::is_cluster_node(&mut redis).await? {
+        return Ok((client, Connection::Single(redis)));
     }
-    Ok((client, redis))
+    let mut cluster = connection::cluster_connection(&client).await?;
+    hub::check_notifications(&client, &mut cluster, &settings.node_id)
+        .await
+        .map_err(|e| format!("{}: {e}", settings.streams.shown()))?;
+    tracing::info!(redis = %settings.streams.shown(), "Redis is a cluster: one read per slot, on keyspace notifications");
+    Ok((client, Connection::Cluster(cluster)))
 }
 
 /// Serves until SIGTERM or SIGINT, then stops gracefully.

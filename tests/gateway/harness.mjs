@@ -96,6 +96,66 @@ export class Redis {
   }
 }
 
+/**
+ * A Redis Cluster of the test's own: `masters` redis-server nodes in cluster mode (no
+ * replicas, nothing on disk), the slots spread by `redis-cli --cluster create`. `url` is
+ * the first node, as an operator would configure it; `cli` follows redirections.
+ */
+export class RedisCluster {
+  static async start({ masters = 3, notifications = "Kt" } = {}) {
+    const ports = [];
+    for (let i = 0; i < masters; i++) ports.push(await freePort());
+    const c = new RedisCluster(ports, notifications);
+    c.procs = ports.map((port) => c.#spawn(port));
+    for (const port of ports) await until(() => accepts(port), `cluster node on ${port}`);
+    await run("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`), "--cluster-yes"]);
+    for (const port of ports) {
+      await until(async () => (await run("redis-cli", ["-p", String(port), "CLUSTER", "INFO"])).stdout.includes("cluster_state:ok"), `cluster state ok on ${port}`);
+    }
+    return c;
+  }
+  constructor(ports, notifications) {
+    this.ports = ports;
+    this.port = ports[0];
+    this.url = `redis://127.0.0.1:${ports[0]}`;
+    this.notifications = notifications;
+    this.dir = tmpdir();
+  }
+  #spawn(port) {
+    const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file", `nodes-${port}.conf`, "--notify-keyspace-events", this.notifications];
+    return spawn("redis-server", args, { cwd: this.dir, stdio: "ignore" });
+  }
+  /** The node on `port` killed and started again: it keeps its slots (nodes.conf), loses its keys. */
+  async restart(port) {
+    const i = this.ports.indexOf(port);
+    const old = this.procs[i];
+    await new Promise((r) => { old.once("exit", r); old.kill("SIGKILL"); });
+    this.procs[i] = this.#spawn(port);
+    await until(() => accepts(port), `cluster node on ${port} again`);
+    for (const p of this.ports) {
+      await until(async () => (await run("redis-cli", ["-p", String(p), "CLUSTER", "INFO"])).stdout.includes("cluster_state:ok"), `cluster state ok on ${p}`, 600);
+    }
+  }
+  async stop() {
+    await Promise.all(this.procs.filter((p) => p.exitCode === null).map((p) => new Promise((r) => { p.once("exit", r); p.kill("SIGKILL"); })));
+  }
+  async cli(...args) {
+    const { stdout } = await run("redis-cli", ["-c", "-p", String(this.port), "--raw", ...args]);
+    return stdout.trim();
+  }
+  async get(key) {
+    return (await this.cli("GET", key)) || null;
+  }
+  /** The port of the master that holds `key`. */
+  async nodeOf(key) {
+    for (const port of this.ports) {
+      const { stdout } = await run("redis-cli", ["-p", String(port), "--raw", "EXISTS", key]);
+      if (stdout.trim() === "1") return port;
+    }
+    return null;
+  }
+}
+
 /** One realtime-gateway process; `env` adds to or overrides its settings. */
 export class Gateway {
   static async start(redis, env = {}) {

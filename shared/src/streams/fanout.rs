@@ -1,6 +1,6 @@
 //! Delivery: the outbox, drained in id order, to the users' streams in one pipeline a page.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Instant;
 
@@ -8,6 +8,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use serde::Serialize;
 
+use super::connection::{self, Connection};
 use super::{stream_key, StreamSettings, DRAIN_PAGE, REDIS_TIMEOUT, RETRY_AFTER, SWEEP_EVERY};
 use crate::store::{Announcement, Backlog, Store};
 use crate::timestamp::Timestamp;
@@ -52,7 +53,7 @@ impl DeliveryTotal {
 pub struct Fanout {
     settings: StreamSettings,
     client: redis::Client,
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    connection: tokio::sync::Mutex<Option<Connection<MultiplexedConnection>>>,
     /// Set after a failure: no attempt before then.
     paused_until: std::sync::Mutex<Option<Instant>>,
     last_drain: std::sync::Mutex<Option<Instant>>,
@@ -84,8 +85,9 @@ impl Fanout {
         &self.settings
     }
 
-    /// A connection, opened (again) when there is none.
-    pub async fn connection(&self) -> Result<MultiplexedConnection, String> {
+    /// A connection, opened (again) when there is none: to the one Redis, or to every node
+    /// of the cluster the configured one belongs to.
+    pub async fn connection(&self) -> Result<Connection<MultiplexedConnection>, String> {
         let mut slot = self.connection.lock().await;
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
@@ -93,11 +95,16 @@ impl Fanout {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT));
-        let connection = self
+        let mut single = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| format!("cannot reach Redis at {}: {e}", self.settings.shown()))?;
+        let connection = if connection::is_cluster_node(&mut single).await? {
+            Connection::Cluster(connection::cluster_connection(&self.client).await?)
+        } else {
+            Connection::Single(single)
+        };
         *slot = Some(connection.clone());
         Ok(connection)
     }
@@ -180,9 +187,8 @@ impl Fanout {
                 return Ok(true);
             }
             let count = lease.announcements.len();
-            let mut connection = self.connection().await?;
-            let pipeline = self.pipeline(&lease.announcements);
-            if let Err(e) = pipeline.query_async::<()>(&mut connection).await {
+            let connection = self.connection().await?;
+            if let Err(e) = self.add(connection, &lease.announcements).await {
                 self.forget_connection().await;
                 return Err(format!(
                     "XADD to Redis at {} failed: {e}",
@@ -212,7 +218,39 @@ impl Fanout {
         }
     }
 
-    fn pipeline(&self, announcements: &[Announcement]) -> redis::Pipeline {
+    /// Adds the entries: one pipeline, or on a cluster one per slot, all at once (a user's
+    /// entries share its slot, so their order holds). A failure anywhere fails the page,
+    /// which is delivered again: at least once.
+    async fn add(
+        &self,
+        mut connection: Connection<MultiplexedConnection>,
+        announcements: &[Announcement],
+    ) -> redis::RedisResult<()> {
+        if !connection.is_cluster() {
+            return self
+                .pipeline(announcements.iter())
+                .query_async(&mut connection)
+                .await;
+        }
+        let mut by_slot: BTreeMap<u16, Vec<&Announcement>> = BTreeMap::new();
+        for a in announcements {
+            by_slot
+                .entry(connection::slot(&stream_key(&a.user_id)))
+                .or_default()
+                .push(a);
+        }
+        let sent = by_slot.into_values().map(|page| {
+            let mut connection = connection.clone();
+            let pipeline = self.pipeline(page.into_iter());
+            async move { pipeline.query_async::<()>(&mut connection).await }
+        });
+        futures::future::try_join_all(sent).await.map(|_| ())
+    }
+
+    fn pipeline<'a>(
+        &self,
+        announcements: impl Iterator<Item = &'a Announcement>,
+    ) -> redis::Pipeline {
         let mut pipeline = redis::pipe();
         // Loaded first in the same pipeline, so a Redis that restarted (empty script cache)
         // still runs the EVALSHAs after it.

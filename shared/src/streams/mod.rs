@@ -15,6 +15,7 @@
 //! Off unless `MIRROR_REDIS_URL` is set. Client: the `redis` crate (redis-rs, the most used
 //! Rust Redis client; tokio and rustls support, pipelining).
 
+pub mod connection;
 mod device;
 mod fanout;
 

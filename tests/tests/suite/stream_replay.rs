@@ -4,13 +4,12 @@
 //! with a hole. Against the machine's Redis, with a stream written here entry by entry.
 
 use mirror_tests::{test_redis_url, unique_name};
-use realtime_mirror::streams::{self, stream_key, Fanout, Replay, StreamSettings};
+use realtime_mirror::streams::{self, stream_key, Replay};
 
 async fn connection() -> redis::aio::MultiplexedConnection {
-    Fanout::new(StreamSettings::new(test_redis_url()).unwrap())
-        .await
+    redis::Client::open(test_redis_url().as_str())
         .unwrap()
-        .connection()
+        .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"))
 }

@@ -16,10 +16,9 @@ use realtime_mirror::{BatchOutcome, Config, Outcome, Processor, Route};
 use serde_json::{json, Value};
 
 async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
-    Fanout::new(StreamSettings::new(url).unwrap())
-        .await
+    redis::Client::open(url)
         .unwrap()
-        .connection()
+        .get_multiplexed_async_connection()
         .await
         .unwrap_or_else(|e| panic!("{e}: scripts/test starts the machine's Redis"))
 }

@@ -1,29 +1,36 @@
 //! One reader per gateway process follows the streams of every user with a device
-//! connected here: one `XREAD BLOCK` over all their keys at once, each from its own cursor,
-//! on a connection of its own. The devices of one user share their user's feed; an idle
-//! device costs Redis nothing (docs/realtime.md, "How it reads Redis").
+//! connected here, each from its own cursor; the devices of one user share their user's
+//! feed, and an idle device costs Redis nothing (docs/realtime.md, "How it reads Redis").
+//! On one Redis the reader is one `XREAD BLOCK` over all the keys ([`single`]); on a Redis
+//! Cluster, where one command reads one slot, keyspace notifications say which streams
+//! grew and the reader reads those, one `XREAD` per slot ([`cluster`]).
 //!
 //! A user's first device to join reads the stream's last generated id as the cursor and
-//! wakes the reader (`CLIENT UNBLOCK`) so that its next `XREAD` includes the new key; every
-//! entry after the cursor reaches every device of the user, in stream order. When the
-//! reader loses Redis, it reconnects; a user whose stream is gone or older than its cursor
-//! (Redis restarted without its data) gets [`Feed::Lost`] and its devices resync.
+//! tells the reader, whose next read includes the new key; every entry after the cursor
+//! reaches every device of the user, in stream order. When the reader loses Redis, it
+//! reconnects; a user whose stream is gone or older than its cursor (Redis restarted
+//! without its data) gets [`Feed::Lost`] and its devices resync.
+
+mod cluster;
+mod single;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use realtime_mirror::streams::{self, is_after, stream_key, Entry, REDIS_TIMEOUT};
-use redis::aio::ConnectionManager;
-use redis::{AsyncConnectionConfig, Value};
+use realtime_mirror::streams::connection::Connection;
+use realtime_mirror::streams::{self, is_after, Entry};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::Value;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// How long one `XREAD` blocks when nothing arrives.
-pub const BLOCK: Duration = Duration::from_secs(5);
+pub use cluster::check_notifications;
+pub use single::BLOCK;
+
 /// Entries per stream per `XREAD`.
 const READ_COUNT: usize = 1_000;
 /// How long the reader waits before connecting again after an error.
@@ -46,11 +53,13 @@ pub struct Hub {
     followed: Mutex<HashMap<String, Follower>>,
     /// Users joined since the reader took its last snapshot of the keys.
     dirty: AtomicBool,
+    /// Users joined or left since the cluster reader last looked (it subscribes to them).
+    changed: Mutex<Vec<String>>,
     reader_id: Mutex<Option<i64>>,
     wake: Notify,
     next: AtomicU64,
     client: redis::Client,
-    commands: ConnectionManager,
+    commands: Connection<ConnectionManager>,
     metrics: Arc<Metrics>,
 }
 
@@ -69,6 +78,9 @@ impl Drop for Subscription {
             follower.devices.remove(&self.id);
             if follower.devices.is_empty() {
                 followed.remove(&self.user);
+                if self.hub.commands.is_cluster() {
+                    self.hub.changed(&self.user);
+                }
             }
         }
         self.hub.metrics.users.set(followed.len() as i64);
@@ -76,10 +88,15 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn new(client: redis::Client, commands: ConnectionManager, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(
+        client: redis::Client,
+        commands: Connection<ConnectionManager>,
+        metrics: Arc<Metrics>,
+    ) -> Hub {
         Hub {
             followed: Mutex::new(HashMap::new()),
             dirty: AtomicBool::new(false),
+            changed: Mutex::new(Vec::new()),
             reader_id: Mutex::new(None),
             wake: Notify::new(),
             next: AtomicU64::new(0),
@@ -121,7 +138,11 @@ impl Hub {
             (cursor, new_user)
         };
         if new_user {
-            self.wake_reader().await;
+            if self.commands.is_cluster() {
+                self.changed(user);
+            } else {
+                self.wake_reader().await;
+            }
         }
         let subscription = Subscription {
             hub: self.clone(),
@@ -132,31 +153,20 @@ impl Hub {
         Ok((subscription, cursor))
     }
 
-    /// Makes the reader's next `XREAD` include the users joined since its last one.
-    async fn wake_reader(&self) {
-        if self.dirty.swap(true, Ordering::SeqCst) {
-            return; // a wake is on its way already
-        }
+    /// Tells the cluster reader that `user` joined or left.
+    fn changed(&self, user: &str) {
+        self.changed
+            .lock()
+            .expect("not poisoned")
+            .push(user.to_string());
         self.wake.notify_one();
-        let mut commands = self.commands.clone();
-        // The reader may be between two XREADs: try until it is blocked (and so unblocked
-        // by this), or it has taken the new keys in by itself.
-        for _ in 0..200 {
-            if !self.dirty.load(Ordering::SeqCst) {
-                return;
-            }
-            let Some(reader) = *self.reader_id.lock().expect("not poisoned") else {
-                return; // connecting: it takes a fresh snapshot when it is back
-            };
-            let unblocked: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(reader)
-                .query_async(&mut commands)
-                .await;
-            if unblocked.unwrap_or(0) == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    /// The reader: runs for the life of the process.
+    pub async fn run(self: Arc<Self>) {
+        match self.commands.clone() {
+            Connection::Single(_) => self.run_single().await,
+            Connection::Cluster(commands) => cluster::run(self, commands).await,
         }
     }
 
@@ -188,13 +198,11 @@ impl Hub {
     }
 
     /// After the reader lost Redis: a user whose stream is gone, or ends before the cursor,
-    /// lost entries; its devices resync and the cursor starts over from what is there.
-    async fn recheck(&self, connection: &mut redis::aio::MultiplexedConnection) {
+    /// lost entries; its devices resync and the cursor starts over from what is there. A
+    /// failure stops the check: the reader reconnects and checks every user again.
+    async fn recheck(&self, connection: &mut (impl ConnectionLike + Send)) -> Result<(), String> {
         for (user, cursor) in self.snapshot() {
-            let newest = match streams::last_generated(connection, &user).await {
-                Ok(newest) => newest,
-                Err(_) => return, // lost again: the next reconnect checks again
-            };
+            let newest = streams::last_generated(connection, &user).await?;
             let lost = match &newest {
                 None => cursor != "0-0",
                 Some(newest) => is_after(&cursor, newest),
@@ -209,95 +217,7 @@ impl Hub {
                 }
             }
         }
-    }
-
-    /// The reader: runs for the life of the process.
-    pub async fn run(self: Arc<Self>) {
-        let mut lost_once = false;
-        loop {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(REDIS_TIMEOUT))
-                .set_response_timeout(Some(BLOCK + REDIS_TIMEOUT));
-            let connected = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await;
-            let mut connection = match connected {
-                Ok(c) => c,
-                Err(e) => {
-                    self.metrics.redis_errors.inc();
-                    tracing::warn!(error = %e, "the stream reader cannot reach Redis; retrying");
-                    lost_once = true;
-                    tokio::time::sleep(RECONNECT_AFTER).await;
-                    continue;
-                }
-            };
-            match redis::cmd("CLIENT")
-                .arg("ID")
-                .query_async::<i64>(&mut connection)
-                .await
-            {
-                Ok(id) => *self.reader_id.lock().expect("not poisoned") = Some(id),
-                Err(e) => {
-                    self.metrics.redis_errors.inc();
-                    tracing::warn!(error = %e, "CLIENT ID failed; reconnecting");
-                    tokio::time::sleep(RECONNECT_AFTER).await;
-                    continue;
-                }
-            }
-            if lost_once {
-                self.recheck(&mut connection).await;
-                tracing::info!("the stream reader is back on Redis");
-            }
-            let error = self.read(&mut connection).await;
-            *self.reader_id.lock().expect("not poisoned") = None;
-            self.metrics.redis_errors.inc();
-            tracing::warn!(error = %error, "the stream reader lost Redis; reconnecting");
-            lost_once = true;
-            tokio::time::sleep(RECONNECT_AFTER).await;
-        }
-    }
-
-    /// `XREAD`s until Redis fails; returns the failure.
-    async fn read(&self, connection: &mut redis::aio::MultiplexedConnection) -> String {
-        loop {
-            let users = self.snapshot();
-            if users.is_empty() {
-                let _ = tokio::time::timeout(BLOCK, self.wake.notified()).await;
-                continue;
-            }
-            let mut command = redis::cmd("XREAD");
-            command
-                .arg("COUNT")
-                .arg(READ_COUNT)
-                .arg("BLOCK")
-                .arg(BLOCK.as_millis() as u64)
-                .arg("STREAMS");
-            for (user, _) in &users {
-                command.arg(stream_key(user));
-            }
-            for (_, cursor) in &users {
-                command.arg(cursor);
-            }
-            self.metrics.reads.inc();
-            let reply: Value = match command.query_async(connection).await {
-                Ok(reply) => reply,
-                Err(e) => return e.to_string(),
-            };
-            let by_key: HashMap<String, &str> = users
-                .iter()
-                .map(|(user, _)| (stream_key(user), user.as_str()))
-                .collect();
-            for (key, entries) in streams_of(reply) {
-                let Some(user) = by_key.get(&key) else {
-                    continue;
-                };
-                match streams::entries(entries) {
-                    Ok(entries) => self.dispatch(user, entries),
-                    Err(e) => tracing::error!(error = %e, "an XREAD reply could not be read"),
-                }
-            }
-        }
+        Ok(())
     }
 }
 
