@@ -1,6 +1,6 @@
 //! One reader per gateway process follows the streams of every user with a device
 //! connected here, each from its own cursor; the devices of one user share their user's
-//! feed, and an idle device costs Redis nothing (docs/realtime.md, "How it reads Redis").
+//! feed, and an idle device costs Redis nothing (docs/realtime.md, "Running it").
 //! On one Redis the reader is one `XREAD BLOCK` over all the keys ([`single`]); on a Redis
 //! Cluster, where one command reads one slot, keyspace notifications say which streams
 //! grew and the reader reads those, one `XREAD` per slot ([`cluster`]).
