@@ -288,3 +288,112 @@ impl Drop for PrivateRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A Redis Cluster of a test's own: `masters` redis-server nodes in cluster mode, no
+/// replicas, nothing on disk, the slots spread by `redis-cli --cluster create`, keyspace
+/// notifications of streams on (as the gateway needs).
+pub struct PrivateRedisCluster {
+    pub ports: Vec<u16>,
+    dir: std::path::PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl PrivateRedisCluster {
+    pub fn start(masters: usize) -> PrivateRedisCluster {
+        let dir = std::env::temp_dir().join(unique("mirror_redis_cluster"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let listeners: Vec<_> = (0..masters)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        drop(listeners);
+        let children = ports
+            .iter()
+            .map(|port| {
+                std::process::Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args([
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--cluster-enabled",
+                        "yes",
+                    ])
+                    .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                    .args(["--notify-keyspace-events", "Kt"])
+                    .current_dir(&dir)
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("redis-server runs (Debian package redis-server)")
+            })
+            .collect();
+        let cluster = PrivateRedisCluster {
+            ports,
+            dir,
+            children,
+        };
+        for port in &cluster.ports {
+            wait_for(|| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let created = std::process::Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .arg("--cluster-yes")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("redis-cli runs");
+        assert!(created.success(), "redis-cli --cluster create {nodes:?}");
+        for port in &cluster.ports {
+            wait_for(|| {
+                let info = std::process::Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "CLUSTER", "INFO"])
+                    .output()
+                    .expect("redis-cli runs");
+                String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+            });
+        }
+        cluster
+    }
+
+    /// The first node, as an operator would configure it.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) node `i`: its connections stay open, nothing
+    /// is answered.
+    pub fn freeze(&self, i: usize, frozen: bool) {
+        signal(self.children[i].id(), if frozen { "STOP" } else { "CONT" });
+    }
+}
+
+fn wait_for(mut ready: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("the private Redis Cluster did not come up");
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            signal(child.id(), "CONT");
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

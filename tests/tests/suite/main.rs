@@ -15,6 +15,7 @@ mod metrics;
 mod queues;
 mod repair;
 mod server_faults;
+mod stream_cluster;
 mod stream_replay;
 mod streams;
 mod tls;
