@@ -16,8 +16,9 @@ use crate::auth::Identity;
 use crate::hub::Feed;
 use crate::App;
 
-/// Emitted entries kept for measuring the acknowledgement lag.
-const SENT_KEPT: usize = 1_000;
+/// Emitted entries not yet acknowledged, kept for measuring the acknowledgement lag: the
+/// newest this many (an acknowledgement of an older one is not measured).
+const SENT_KEPT: usize = 64;
 
 /// What the connect handler hands a session, and the ack handler shares with it.
 #[derive(Clone)]
@@ -27,7 +28,8 @@ pub struct Session {
     pub last_seen_id: Option<String>,
     /// Notified when the socket disconnected.
     pub ended: Arc<Notify>,
-    sent: Arc<Mutex<VecDeque<(String, Instant)>>>,
+    /// Sent and not yet acknowledged: (id as numbers, when), oldest first.
+    sent: Arc<Mutex<VecDeque<((u64, u64), Instant)>>>,
 }
 
 impl Session {
@@ -104,7 +106,9 @@ impl Delivery<'_> {
         if sent.len() == SENT_KEPT {
             sent.pop_front();
         }
-        sent.push_back((entry.id.clone(), Instant::now()));
+        if let Some(id) = streams::id_parts(&entry.id) {
+            sent.push_back((id, Instant::now()));
+        }
         true
     }
 
@@ -300,9 +304,17 @@ pub async fn ack(app: &App, session: &Session, data: &Value) -> Value {
         }
         Ok(None) => {
             app.metrics.acks.with_label_values(&["ok"]).inc();
-            let sent = session.sent.lock().expect("not poisoned");
-            if let Some((_, at)) = sent.iter().find(|(sent_id, _)| sent_id == id) {
-                app.metrics.ack_lag.observe(at.elapsed().as_secs_f64());
+            // Acknowledged up to `id`: what was sent up to it is no longer waited for.
+            let acked = streams::id_parts(id);
+            let mut sent = session.sent.lock().expect("not poisoned");
+            while let Some(&(sent_id, at)) = sent.front() {
+                if Some(sent_id) > acked {
+                    break;
+                }
+                sent.pop_front();
+                if Some(sent_id) == acked {
+                    app.metrics.ack_lag.observe(at.elapsed().as_secs_f64());
+                }
             }
             json!({ "ok": true })
         }

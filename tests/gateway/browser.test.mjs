@@ -8,7 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import puppeteer from "puppeteer-core";
-import { Gateway, Mirror, Redis, root, tmpdir } from "./harness.mjs";
+import { Gateway, Mirror, Redis, root, tmpdir, until } from "./harness.mjs";
 
 const chromium = process.env.CHROMIUM ?? "/usr/bin/chromium";
 let redis, gateway, browser;
@@ -49,7 +49,8 @@ test("the demo page shows a message applied with mirrorctl, live", async () => {
   assert.deepEqual(errors, []);
   // the page acknowledged the entry: the device's lastSeen is the entry's id
   const entryId = shown.match(/entry: (\d+-\d+)/)[1];
-  assert.equal(await redis.get("device:{demo-browser}:lastSeen"), entryId);
+  // (its acknowledgement is on its way when the entry shows)
+  await until(async () => (await redis.get("device:{demo-browser}:lastSeen")) === entryId, `lastSeen becomes ${entryId}`);
   const shot = path.join(process.env.CARGO_TARGET_DIR ?? path.join(root, "target"), "gateway-demo.png");
   await page.screenshot({ path: shot, fullPage: true });
   assert.ok(fs.statSync(shot).size > 1000, "the screenshot was written");

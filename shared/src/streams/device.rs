@@ -111,7 +111,8 @@ pub fn is_after(a: &str, b: &str) -> bool {
 }
 
 /// A stream entry id, `<ms>-<seq>`, for comparing.
-fn id_parts(id: &str) -> Option<(u64, u64)> {
+/// An entry id as its two numbers (`ms-seq`; a bare `ms` is `ms-0`).
+pub fn id_parts(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }

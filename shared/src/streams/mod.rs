@@ -23,8 +23,8 @@ use std::time::Duration;
 
 pub use crate::config::StreamSettings;
 pub use device::{
-    ack, entries, is_after, is_entry_id, last_generated, replay, replay_after, stream_info, tail,
-    text, Entry, Gap, Replay, StreamInfo,
+    ack, entries, id_parts, is_after, is_entry_id, last_generated, replay, replay_after,
+    stream_info, tail, text, Entry, Gap, Replay, StreamInfo,
 };
 pub use fanout::{entry_fields, open_client, Delivery, DeliveryTotal, Fanout};
 

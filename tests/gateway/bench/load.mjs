@@ -177,7 +177,7 @@ print("connect", {
 
 // 2. Redis commands per second with every device idle, against none connected.
 const idle1 = await idleRate(idleSeconds);
-print("idle", { devices_0: idle0, [`devices_${devices}`]: idle1, window_s: idleSeconds, presence_ttl_s: 120 });
+print("idle", { devices_0: idle0, [`devices_${devices}`]: idle1, window_s: idleSeconds, presence_ttl_s: Number.parseInt(process.env.GATEWAY_PRESENCE_TTL ?? "120") });
 
 // Every user's stream gets one entry, so that every device has an entry to acknowledge
 // before the storm.
