@@ -20,6 +20,9 @@ use crate::App;
 /// newest this many (an acknowledgement of an older one is not measured).
 const SENT_KEPT: usize = 64;
 
+/// An entry sent: its id as numbers, and when.
+type Sent = ((u64, u64), Instant);
+
 /// What the connect handler hands a session, and the ack handler shares with it.
 #[derive(Clone)]
 pub struct Session {
@@ -29,7 +32,7 @@ pub struct Session {
     /// Notified when the socket disconnected.
     pub ended: Arc<Notify>,
     /// Sent and not yet acknowledged: (id as numbers, when), oldest first.
-    sent: Arc<Mutex<VecDeque<((u64, u64), Instant)>>>,
+    sent: Arc<Mutex<VecDeque<Sent>>>,
 }
 
 impl Session {
