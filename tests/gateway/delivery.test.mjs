@@ -148,6 +148,10 @@ test("acknowledgements are checked: never backwards, never an id the stream did 
     assert.ok(reply.reason.length > 10, `with a reason: ${reply.reason}`);
   }
   assert.equal(await redis.get("device:{kim-phone}:lastSeen"), ids[2]);
+  // a frame 40 times the gateway's WebSocket read buffer is read whole and answered
+  const long = await d.ack(`${ms}-${"9".repeat(20000)}`);
+  assert.equal(long.ok, false, "a 20,000-digit sequence is no entry id");
+  assert.deepEqual(await d.ack(ids[2]), { ok: true }, "and the connection goes on");
   assert.ok((await gateway.metric('gateway_acks_total{result="refused"}')) >= 5);
   d.close();
 });
