@@ -33,6 +33,8 @@ pub struct App {
     pub presence: Arc<presence::Presence>,
     /// Commands (not the reader's blocking reads): replays, acknowledgements, keys.
     pub redis: Connection<ConnectionManager>,
+    /// Admits [`session::CATCH_UP_IN_FLIGHT`] devices at a time to their catch-up.
+    pub catch_up: tokio::sync::Semaphore,
     /// Set by SIGTERM: new handshakes are refused, `/healthz` says draining.
     pub draining: AtomicBool,
     /// Tells every session to say goodbye.

@@ -194,6 +194,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         hub: hub.clone(),
         presence: presence.clone(),
         redis,
+        catch_up: tokio::sync::Semaphore::new(session::CATCH_UP_IN_FLIGHT),
         draining: false.into(),
         shutdown,
     });

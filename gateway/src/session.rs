@@ -20,6 +20,9 @@ use crate::App;
 /// newest this many (an acknowledgement of an older one is not measured).
 const SENT_KEPT: usize = 64;
 
+/// Devices catching up at once (presence, binding, replay); the others wait their turn.
+pub const CATCH_UP_IN_FLIGHT: usize = 128;
+
 /// An entry sent: its id as numbers, and when.
 type Sent = ((u64, u64), Instant);
 
@@ -187,6 +190,12 @@ pub async fn run(app: Arc<App>, socket: SocketRef, session: Session) {
 async fn serve(app: &Arc<App>, socket: &SocketRef, session: &Session) -> Result<(), String> {
     let identity = &session.identity;
     let mut connection = app.redis.clone();
+    // A reconnect storm queues here, not in Redis: the commands of thousands of catch-ups
+    // at once on the one connection would each wait past their timeout.
+    let catching_up = tokio::select! {
+        permit = app.catch_up.acquire() => permit.map_err(|_| "the gateway is stopping".to_string())?,
+        () = session.ended.notified() => return Ok(()),
+    };
     app.presence.arrive(&identity.device).await?;
     let rebound = crate::presence::bind(&mut connection, &identity.user, &identity.device).await?;
     let (mut subscription, _) = app.hub.join(&identity.user).await?;
@@ -210,6 +219,7 @@ async fn serve(app: &Arc<App>, socket: &SocketRef, session: &Session) -> Result<
         };
         delivery.replay(start.as_deref()).await?
     };
+    drop(catching_up);
     if !delivered {
         return Ok(());
     }

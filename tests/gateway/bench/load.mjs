@@ -229,7 +229,7 @@ for (let u = 0; u < users; u += 100) {
   for (let v = u; v < Math.min(users, u + 100); v++) for (let k = 0; k < perUser; k++) batch.push(xadd(v));
   await Promise.all(batch);
 }
-const [e0, r0, x0, c0, cmd0] = [stats.entries, stats.resyncs, stats.errors, cpus(), await commands()];
+const [e0, r0, x0, b0, c0, cmd0] = [stats.entries, stats.resyncs, stats.errors, stats.byes, cpus(), await commands()];
 let peak = rssKb(pids.gateway);
 const sampler = setInterval(() => (peak = Math.max(peak, rssKb(pids.gateway))), 100);
 t = Date.now();
@@ -248,6 +248,8 @@ print("storm", {
   expected: devices * perUser,
   resyncs: stats.resyncs - r0,
   errors: stats.errors - x0,
+  byes: stats.byes - b0,
+  unserved: fleet.filter((d) => d.entries < perUser).map((d) => ({ device: d.i, connected: d.socket.connected, entries: d.entries })).slice(0, 5),
   gaps: stats.gaps,
   all_served_s: wall,
   gateway_peak_rss_mb: +(peak / 1024).toFixed(1),
@@ -255,6 +257,8 @@ print("storm", {
   ...cpuSince(c0, wall),
 });
 
+const warnings = gateway.log.split("\n").filter((l) => l.includes('"WARN"') || l.includes('"ERROR"'));
+print("gateway_log", { warnings: warnings.length, first: warnings.slice(0, 3).map((l) => JSON.parse(l).fields ?? JSON.parse(l)) });
 for (const d of fleet) d.socket.disconnect();
 resp.close();
 await gateway.stop();
