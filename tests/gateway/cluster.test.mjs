@@ -12,19 +12,30 @@ after(async () => {
   for (const s of stop.reverse()) await s();
 });
 
-const users = ["ann", "ben", "cal", "dot", "eve", "fay", "gus", "hal"];
-
-test("Redis Cluster: every user's devices hear their stream once and in order, on whichever master it lives", async () => {
+/** A private cluster, a gateway on it and a mirror announcing to it, stopped at the end. */
+async function clusterStack() {
   const cluster = await RedisCluster.start();
   stop.push(() => cluster.stop());
   const gateway = await Gateway.start(cluster);
   stop.push(() => gateway.kill());
-  const mirror = new Mirror(cluster);
+  return { cluster, gateway, mirror: new Mirror(cluster) };
+}
+
+/** A connected device of each of `users`, past its first resync. */
+async function connectAll(gateway, users, suffix) {
   const devices = {};
   for (const user of users) {
-    devices[user] = await Device.connect(gateway, { token: hs256(claims(user)), deviceId: `${user}-phone` });
+    devices[user] = await Device.connect(gateway, { token: hs256(claims(user)), deviceId: `${user}-${suffix}` });
     await devices[user].nextResync();
   }
+  return devices;
+}
+
+const users = ["ann", "ben", "cal", "dot", "eve", "fay", "gus", "hal"];
+
+test("Redis Cluster: every user's devices hear their stream once and in order, on whichever master it lives", async () => {
+  const { cluster, gateway, mirror } = await clusterStack();
+  const devices = await connectAll(gateway, users, "phone");
   // Four conversations of two, then messages in all of them in one apply: one page of the
   // outbox spread over every master.
   const pairs = [["ann", "ben"], ["cal", "dot"], ["eve", "fay"], ["gus", "hal"]];
@@ -65,18 +76,10 @@ test("Redis Cluster: every user's devices hear their stream once and in order, o
 });
 
 test("Redis Cluster: a master restarted without its data → its users resync, the others miss nothing, and all go on live", async () => {
-  const cluster = await RedisCluster.start();
-  stop.push(() => cluster.stop());
-  const gateway = await Gateway.start(cluster);
-  stop.push(() => gateway.kill());
-  const mirror = new Mirror(cluster);
+  const { cluster, gateway, mirror } = await clusterStack();
   await mirror.apply(users.map((u) => mirror.conversation(`r-${u}`, [u, `${u}-friend`])));
   await mirror.apply(users.map((u) => mirror.message(`r-${u}`, `${u}-friend`)));
-  const devices = {};
-  for (const user of users) {
-    devices[user] = await Device.connect(gateway, { token: hs256(claims(user)), deviceId: `${user}-tablet` });
-    await devices[user].nextResync();
-  }
+  const devices = await connectAll(gateway, users, "tablet");
   const homes = {};
   for (const user of users) homes[user] = await cluster.nodeOf(`stream:user:{${user}}`);
   const victim = homes.ann;
