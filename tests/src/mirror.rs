@@ -205,12 +205,21 @@ impl Mirror {
     /// A processor on this mirror that announces to the Redis at `redis_url`, as a function
     /// with `MIRROR_REDIS_URL` set would.
     pub async fn announcing(&self, redis_url: &str, config: Config) -> Processor {
+        let settings =
+            realtime_mirror::streams::StreamSettings::new(redis_url).expect("a Redis URL");
+        self.announcing_with(settings, config).await
+    }
+
+    /// As [`Mirror::announcing`], with stream settings of the test's own (an age, a secret).
+    pub async fn announcing_with(
+        &self,
+        settings: realtime_mirror::streams::StreamSettings,
+        config: Config,
+    ) -> Processor {
         let config = Config {
             database_url: realtime_mirror::config::DatabaseUrl::new(self.url.clone()),
             migrate_on_start: false,
-            streams: Some(
-                realtime_mirror::streams::StreamSettings::new(redis_url).expect("a Redis URL"),
-            ),
+            streams: Some(settings),
             ..config
         };
         Processor::connect(config)

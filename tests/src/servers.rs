@@ -202,10 +202,17 @@ pub struct PrivateRedis {
     pub port: u16,
     dir: std::path::PathBuf,
     child: Option<std::process::Child>,
+    /// Further `redis-server` arguments (`--maxmemory 2mb`, `--requirepass …`).
+    args: Vec<String>,
 }
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
+        PrivateRedis::start_with(&[])
+    }
+
+    /// As [`PrivateRedis::start`], with further `redis-server` arguments.
+    pub fn start_with(args: &[&str]) -> PrivateRedis {
         let dir = std::env::temp_dir().join(unique("mirror_redis"));
         std::fs::create_dir_all(&dir).unwrap();
         let port = {
@@ -216,6 +223,7 @@ impl PrivateRedis {
             port,
             dir,
             child: None,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         redis.resume();
         redis
@@ -239,6 +247,7 @@ impl PrivateRedis {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server runs (Debian package redis-server)");

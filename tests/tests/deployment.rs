@@ -281,3 +281,146 @@ async fn a_rotated_secret_is_read_again_when_the_database_refuses_the_password()
     cluster.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'mirror'");
     assert_eq!(apply("u2").await, Outcome::Applied);
 }
+
+/// A processor announcing to `redis` with the auth token of secret `arn`, the AWS SDK
+/// pointed at the test's Secrets Manager (moto).
+async fn announcing_with_secret(
+    mirror: &Mirror,
+    url: &str,
+    arn: &str,
+) -> mirror_tests::realtime_mirror::Processor {
+    use mirror_tests::realtime_mirror::config::SecretForm;
+    for (variable, value) in mirror_tests::sqs_env() {
+        std::env::set_var(variable, value);
+    }
+    let mut settings = mirror_tests::realtime_mirror::streams::StreamSettings::new(url).unwrap();
+    settings.auth_secret_arn = Some(arn.to_string());
+    settings.auth_secret_form = SecretForm::Field("authToken");
+    mirror.announcing_with(settings, Config::default()).await
+}
+
+async fn stream_ids(url: &str, password: &str, user: &str) -> Vec<String> {
+    let url = url.replacen("redis://", &format!("redis://:{password}@"), 1);
+    let mut connection = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    mirror_tests::realtime_mirror::streams::tail(&mut connection, user, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.fields["messageId"].clone())
+        .collect()
+}
+
+/// The Redis auth token rotates (ElastiCache's `AuthTokenUpdateStrategy`) while the
+/// functions keep what they read: when Redis refuses it on a new connection, the secret is
+/// read again, so delivery resumes without a cold start.
+#[tokio::test]
+async fn a_rotated_redis_token_is_read_again_when_redis_refuses_it() {
+    use mirror_tests::{conversation, message, unique_name, PrivateRedis};
+    let redis = PrivateRedis::start_with(&["--requirepass", "first-token-0123456789"]);
+    let arn = create_secret(json!({ "authToken": "first-token-0123456789" }).to_string()).await;
+    let mirror = Mirror::postgres().await;
+    let processor = announcing_with_secret(&mirror, &redis.url(), &arn).await;
+    let (a, b, conv) = (unique_name("a"), unique_name("b"), unique_name("conv"));
+    let at = |s: u32| format!("2025-10-08T12:00:{s:02}Z");
+    let events = [
+        conversation(&conv, &[&a, &b], &at(0)),
+        message(&conv, "m1", &a, "x", &at(1)),
+    ];
+    let first = processor
+        .process(
+            mirror_tests::records(&events),
+            mirror_tests::realtime_mirror::Route::AllFamilies,
+        )
+        .await;
+    assert_eq!(first.delivery.unwrap().error, None);
+
+    // The rotation: a new token in Redis and in the secret; every connection is dropped.
+    let admin = redis
+        .url()
+        .replacen("redis://", "redis://:first-token-0123456789@", 1);
+    let mut admin = redis::Client::open(admin)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("second-token-0123456789")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    secrets()
+        .put_secret_value()
+        .secret_id(&arn)
+        .secret_string(json!({ "authToken": "second-token-0123456789" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let _: redis::RedisResult<()> = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut admin)
+        .await;
+
+    let second = [message(&conv, "m2", &a, "x", &at(2))];
+    processor
+        .process(
+            mirror_tests::records(&second),
+            mirror_tests::realtime_mirror::Route::AllFamilies,
+        )
+        .await;
+    // The dead connection fails one drain (delivery pauses, the rows wait); the next one
+    // connects, is refused the old token, reads the secret again and delivers.
+    let fanout = processor.fanout().unwrap();
+    let mut last = None;
+    for _ in 0..4 {
+        let delivery = fanout.drain(processor.store()).await;
+        if delivery.error.is_none() && delivery.backlog == 0 {
+            last = None;
+            break;
+        }
+        last = delivery.error;
+        tokio::time::sleep(mirror_tests::realtime_mirror::streams::RETRY_AFTER).await;
+    }
+    assert_eq!(last, None, "delivery resumed with the rotated token");
+    assert_eq!(
+        stream_ids(&redis.url(), "second-token-0123456789", &b).await,
+        ["m1", "m2"]
+    );
+}
+
+/// A Redis secret the function cannot read (another KMS key, a wrong ARN) stops delivery
+/// only: the SQL mirror starts and applies, and the changes wait in the outbox.
+#[tokio::test]
+async fn an_unreadable_redis_secret_never_stops_the_sql_mirror() {
+    use mirror_tests::realtime_mirror::{Outcome, Route};
+    use mirror_tests::{conversation, message, unique_name, PrivateRedis};
+    let redis = PrivateRedis::start();
+    let mirror = Mirror::postgres().await;
+    let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:no-such-redis-token";
+    let processor = announcing_with_secret(&mirror, &redis.url(), missing).await;
+    let (a, b, conv) = (unique_name("a"), unique_name("b"), unique_name("conv"));
+    let outcome = processor
+        .process(
+            mirror_tests::records(&[
+                conversation(&conv, &[&a, &b], "2025-10-08T12:00:00Z"),
+                message(&conv, "m1", &a, "x", "2025-10-08T12:00:01Z"),
+            ]),
+            Route::AllFamilies,
+        )
+        .await;
+    for record in &outcome.records {
+        assert_eq!(record.outcome, Outcome::Applied);
+    }
+    let error = outcome.delivery.unwrap().error.unwrap_or_default();
+    assert!(
+        error.contains("cannot read the Redis auth token secret"),
+        "{error}"
+    );
+}

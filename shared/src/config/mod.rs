@@ -7,7 +7,7 @@ mod values;
 
 use std::time::Duration;
 
-pub use streams::{StreamSettings, DEFAULT_MAXLEN, MAXLEN_RANGE};
+pub use streams::{SecretForm, StreamSettings, DEFAULT_MAXLEN, MAXLEN_RANGE};
 use values::{boolean, namespace};
 pub use values::{
     duration, duration_in, is_loopback, whole, ConfigError, DatabaseEndpoint, DatabaseUrl,

@@ -12,14 +12,41 @@ pub const DEFAULT_MAXLEN: u64 = 10_000;
 /// `MIRROR_STREAM_MAXLEN` from 100 to 1,000,000.
 pub const MAXLEN_RANGE: (u64, u64) = (100, 1_000_000);
 
+/// How a Secrets Manager secret holds the Redis auth token (the template's
+/// `RedisAuthSecretForm`, which the cache's AUTH token is read with too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretForm {
+    /// Unset: JSON with `authToken` or `password`, or else the whole string.
+    #[default]
+    Either,
+    /// The whole secret string (`plain`).
+    Plain,
+    /// JSON, the token in this field (`authToken` or `password`).
+    Field(&'static str),
+}
+
+impl SecretForm {
+    pub fn named(name: &str) -> Option<SecretForm> {
+        match name {
+            "" => Some(SecretForm::Either),
+            "plain" => Some(SecretForm::Plain),
+            "authToken" => Some(SecretForm::Field("authToken")),
+            "password" => Some(SecretForm::Field("password")),
+            _ => None,
+        }
+    }
+}
+
 /// Where the streams are, and how long they are kept.
 #[derive(Clone)]
 pub struct StreamSettings {
     /// `MIRROR_REDIS_URL`: `redis://` on loopback, `rediss://` (TLS) anywhere else.
     url: String,
-    /// `MIRROR_REDIS_AUTH_SECRET_ARN`: a Secrets Manager secret holding the auth token
-    /// (plain, or JSON with `authToken` or `password`), read at cold start.
+    /// `MIRROR_REDIS_AUTH_SECRET_ARN`: a Secrets Manager secret holding the auth token,
+    /// read at the first connection and again whenever Redis refuses the token.
     pub auth_secret_arn: Option<String>,
+    /// `MIRROR_REDIS_AUTH_SECRET_FORM`: how the secret holds the token.
+    pub auth_secret_form: SecretForm,
     /// `MIRROR_STREAM_MAXLEN`, default [`DEFAULT_MAXLEN`].
     pub maxlen: u64,
     /// `MIRROR_STREAM_MAX_AGE` (for example `7d`): entries older are trimmed as well
@@ -44,6 +71,7 @@ impl StreamSettings {
         Ok(StreamSettings {
             url,
             auth_secret_arn: None,
+            auth_secret_form: SecretForm::Either,
             maxlen: DEFAULT_MAXLEN,
             max_age: None,
         })
@@ -57,7 +85,14 @@ impl StreamSettings {
             return Ok(None);
         };
         let mut settings = StreamSettings::new(url.trim())?;
-        settings.auth_secret_arn = get("MIRROR_REDIS_AUTH_SECRET_ARN");
+        settings.auth_secret_arn = get("MIRROR_REDIS_AUTH_SECRET_ARN").filter(|v| !v.is_empty());
+        if let Some(form) = get("MIRROR_REDIS_AUTH_SECRET_FORM") {
+            settings.auth_secret_form =
+                SecretForm::named(form.trim()).ok_or_else(|| ConfigError {
+                    variable: "MIRROR_REDIS_AUTH_SECRET_FORM",
+                    problem: format!("is {form:?}; expected plain, authToken or password"),
+                })?;
+        }
         if let Some(v) = get("MIRROR_STREAM_MAXLEN") {
             let (low, high) = MAXLEN_RANGE;
             settings.maxlen = match v.trim().parse::<u64>() {

@@ -80,7 +80,7 @@ impl Gap {
     pub fn reason(self) -> &'static str {
         match self {
             Gap::NeverAcknowledged => "the device has acknowledged nothing yet: load from SQL first",
-            Gap::StreamGone => "the stream is gone (Redis lost it): load from SQL",
+            Gap::StreamGone => "the stream is gone (expired after StreamMaxAge without an entry, or Redis lost it): load from SQL",
             Gap::StreamOlder => "the stream is older than the device's last seen id (Redis lost data): load from SQL",
             Gap::Trimmed => "entries after the device's last seen id are gone (trimmed away, or lost by Redis): load from SQL",
             Gap::Hole => "an entry does not follow the one before it (prev): entries were lost; load from SQL",

@@ -8,6 +8,7 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use serde::Serialize;
 
+use super::auth::{is_auth_error, open_client};
 use super::connection::{self, Connection};
 use super::{stream_key, StreamSettings, DRAIN_PAGE, REDIS_TIMEOUT, RETRY_AFTER, SWEEP_EVERY};
 use crate::store::{Announcement, Backlog, Store};
@@ -52,7 +53,9 @@ impl DeliveryTotal {
 /// Delivers the outbox to Redis; one per process, shared by every invocation.
 pub struct Fanout {
     settings: StreamSettings,
-    client: redis::Client,
+    /// Opened at the first connection (the auth token's secret read then), and again when
+    /// Redis refuses the token.
+    client: tokio::sync::Mutex<Option<redis::Client>>,
     connection: tokio::sync::Mutex<Option<Connection<MultiplexedConnection>>>,
     /// Set after a failure: no attempt before then.
     paused_until: std::sync::Mutex<Option<Instant>>,
@@ -68,13 +71,14 @@ impl fmt::Debug for Fanout {
 }
 
 impl Fanout {
-    /// Reads the auth token's secret, if any; connects only when first used, so that a Redis
-    /// that is down never keeps the mirror from starting.
+    /// Reads nothing and connects to nothing yet: the auth token's secret is read and Redis
+    /// reached when first used, so that neither a Redis that is down nor a secret the
+    /// function cannot read (another KMS key) keeps the SQL mirror from starting. Those
+    /// failures are the drain's: the changes wait in the outbox.
     pub async fn new(settings: StreamSettings) -> Result<Fanout, String> {
-        let client = open_client(&settings).await?;
         Ok(Fanout {
             settings,
-            client,
+            client: tokio::sync::Mutex::new(None),
             connection: tokio::sync::Mutex::new(None),
             paused_until: std::sync::Mutex::new(None),
             last_drain: std::sync::Mutex::new(None),
@@ -95,18 +99,42 @@ impl Fanout {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT));
-        let mut single = self
-            .client
+        let mut client = self.client(false).await?;
+        let mut single = match client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(|e| format!("cannot reach Redis at {}: {e}", self.settings.shown()))?;
+        {
+            // A token rotated since it was read: read the secret again, once.
+            Err(e) if is_auth_error(&e) && self.settings.auth_secret_arn.is_some() => {
+                tracing::warn!(error = %e, "Redis refused the auth token; reading its secret again");
+                client = self.client(true).await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+            }
+            other => other,
+        }
+        .map_err(|e| format!("cannot reach Redis at {}: {e}", self.settings.shown()))?;
         let connection = if connection::is_cluster_node(&mut single).await? {
-            Connection::Cluster(connection::cluster_connection(&self.client).await?)
+            Connection::Cluster(connection::cluster_connection(&client).await?)
         } else {
             Connection::Single(single)
         };
         *slot = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// The client, opened (the secret read) when there is none or `fresh` asks.
+    async fn client(&self, fresh: bool) -> Result<redis::Client, String> {
+        let mut client = self.client.lock().await;
+        match client.as_ref() {
+            Some(open) if !fresh => Ok(open.clone()),
+            _ => {
+                let open = open_client(&self.settings).await?;
+                *client = Some(open.clone());
+                Ok(open)
+            }
+        }
     }
 
     async fn forget_connection(&self) {
@@ -272,14 +300,19 @@ impl Fanout {
         if let Some(age) = self.settings.max_age {
             let oldest = Timestamp::now().as_datetime().timestamp_millis()
                 - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            // A stream whose newest entry is older than the age expires: its user is gone,
+            // and what it held would all be trimmed by age anyway. A device coming back
+            // finds no stream and resyncs from SQL (`Gap::StreamGone`).
+            let ttl_ms = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
             for key in users {
                 pipeline
                     .cmd("XTRIM")
-                    .arg(key)
+                    .arg(&key)
                     .arg("MINID")
                     .arg("~")
                     .arg(oldest.max(0))
                     .ignore();
+                pipeline.cmd("PEXPIRE").arg(&key).arg(ttl_ms).ignore();
             }
         }
         pipeline
@@ -311,80 +344,4 @@ pub fn entry_fields(a: &Announcement) -> Vec<(&'static str, String)> {
             a.enqueued_at.as_datetime().timestamp_millis().to_string(),
         ),
     ]
-}
-
-/// A client for the Redis of `settings`, with the auth token of its secret, if any (read
-/// now). Connects only when first used.
-pub async fn open_client(settings: &StreamSettings) -> Result<redis::Client, String> {
-    let url = match &settings.auth_secret_arn {
-        None => settings.expose_url().to_string(),
-        Some(arn) => with_password(settings.expose_url(), &auth_token(arn).await?),
-    };
-    redis::Client::open(url.as_str())
-        .map_err(|e| format!("MIRROR_REDIS_URL {}: {e}", settings.shown()))
-}
-
-/// The auth token in a Secrets Manager secret: the whole string, or its `authToken` or
-/// `password` field when it is JSON.
-async fn auth_token(arn: &str) -> Result<String, String> {
-    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let client = aws_sdk_secretsmanager::Client::new(&aws);
-    let response = (client.get_secret_value().secret_id(arn).send().await).map_err(|e| {
-        format!(
-            "cannot read the Redis auth token secret {arn}: {}",
-            aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-        )
-    })?;
-    let text = response
-        .secret_string()
-        .ok_or_else(|| format!("the Redis auth token secret {arn} has no SecretString"))?;
-    token_of(text).ok_or_else(|| {
-        format!("the Redis auth token secret {arn} is JSON without authToken or password")
-    })
-}
-
-fn token_of(secret: &str) -> Option<String> {
-    match serde_json::from_str::<serde_json::Value>(secret) {
-        Ok(serde_json::Value::Object(map)) => ["authToken", "password"]
-            .iter()
-            .find_map(|k| map.get(*k)?.as_str().map(str::to_string)),
-        _ => Some(secret.to_string()),
-    }
-}
-
-/// `url` with `password` as its credentials (percent-encoded).
-fn with_password(url: &str, password: &str) -> String {
-    let encoded: String = password
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://:{encoded}@{rest}")
-        }
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_auth_token_is_read_from_a_plain_or_json_secret_and_percent_encoded() {
-        assert_eq!(token_of("abc").as_deref(), Some("abc"));
-        assert_eq!(token_of(r#"{"authToken":"t"}"#).as_deref(), Some("t"));
-        assert_eq!(token_of(r#"{"password":"p"}"#).as_deref(), Some("p"));
-        assert_eq!(token_of(r#"{"user":"x"}"#), None);
-        assert_eq!(
-            with_password("rediss://old@h:6379", "a b@/"),
-            "rediss://:a%20b%40%2F@h:6379"
-        );
-    }
 }

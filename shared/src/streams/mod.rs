@@ -15,6 +15,7 @@
 //! Off unless `MIRROR_REDIS_URL` is set. Client: the `redis` crate (redis-rs, the most used
 //! Rust Redis client; tokio and rustls support, pipelining).
 
+mod auth;
 pub mod connection;
 mod device;
 mod fanout;
@@ -22,11 +23,12 @@ mod fanout;
 use std::time::Duration;
 
 pub use crate::config::StreamSettings;
+pub use auth::{is_auth_error, open_client};
 pub use device::{
     ack, entries, id_parts, is_after, is_entry_id, last_generated, replay, replay_after,
     stream_info, tail, text, Entry, Gap, Replay, StreamInfo,
 };
-pub use fanout::{entry_fields, open_client, Delivery, DeliveryTotal, Fanout};
+pub use fanout::{entry_fields, Delivery, DeliveryTotal, Fanout};
 
 /// Outbox rows per lease (one pipeline to Redis).
 pub const DRAIN_PAGE: i64 = 1_000;

@@ -16,6 +16,7 @@ mod queues;
 mod repair;
 mod server_faults;
 mod stream_cluster;
+mod stream_production;
 mod stream_replay;
 mod streams;
 mod tls;
