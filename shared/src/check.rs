@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use crate::event::{Event, Family, Limits};
 use crate::inputs::{self, Item};
-use crate::store::{Comparison, Store, StoreError};
+use crate::store::{CheckCursor, Comparison, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 pub use crate::store::Inconsistency;
@@ -76,6 +76,13 @@ pub struct SelfCheckReport {
     pub repairable: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<String>,
+    /// Whether the check reached the end; a check with a deadline may stop before it.
+    pub complete: bool,
+    /// Where it began (a run going on from an earlier one), and where it stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<CheckCursor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<CheckCursor>,
 }
 
 impl SelfCheckReport {
@@ -91,6 +98,7 @@ impl SelfCheckReport {
         counts.push(("inconsistent", self.inconsistent));
         counts.push(("repairable", self.repairable));
         counts.push(("conversations_checked", self.conversations));
+        counts.push(("check_pass_complete", u64::from(self.complete)));
         if let Some(pruned) = applied_keys_pruned {
             counts.push(("applied_keys_pruned", pruned));
         }
@@ -103,6 +111,9 @@ pub struct SelfCheckOptions {
     pub page: usize,
     /// A stub conversation older than this is reported.
     pub stub_age: Duration,
+    /// The scheduled check's time budget (`MIRROR_CHECK_BUDGET`): it stops after this and
+    /// the next run goes on where it stopped. `None`: one whole pass (`mirrorctl check`).
+    pub budget: Option<Duration>,
 }
 
 /// The mirror against its own rules. Every finding goes to `details` as one JSON line
@@ -110,14 +121,49 @@ pub struct SelfCheckOptions {
 pub async fn self_check(
     store: &Store,
     options: &SelfCheckOptions,
+    details: Option<&mut (dyn Write + Send)>,
+) -> Result<SelfCheckReport, CheckError> {
+    self_check_from(store, options, details, None, None).await
+}
+
+/// As [`self_check`], going on from `from` (where an earlier run stopped) and stopping, at a
+/// page's end, once `deadline` has passed: the report says where (`stopped_at`), for the next
+/// run to go on from, or that it reached the end (`complete`).
+pub async fn self_check_from(
+    store: &Store,
+    options: &SelfCheckOptions,
     mut details: Option<&mut (dyn Write + Send)>,
+    from: Option<&CheckCursor>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<SelfCheckReport, CheckError> {
     let stub_before = Timestamp::ago(options.stub_age).unwrap_or_else(Timestamp::now);
     store.analyze().await?;
+    let pass_started_at = from.map_or_else(
+        || Timestamp::now().to_string(),
+        |c| c.pass_started_at.clone(),
+    );
+    // At least one page a run, so that even a budget too small for it makes progress.
+    let mut pages = 0u64;
+    let out_of_time =
+        |pages: u64| pages > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d);
+    let stop = |follows: bool, after: (String, String)| CheckCursor {
+        follows,
+        after,
+        pass_started_at: pass_started_at.clone(),
+    };
+    let mut stopped = None;
     let mut found: BTreeMap<Inconsistency, Found> = BTreeMap::new();
     let mut conversations = 0u64;
-    let mut after = String::new();
-    loop {
+    let in_follows = from.is_some_and(|c| c.follows);
+    let mut after = from
+        .filter(|_| !in_follows)
+        .map_or_else(String::new, |c| c.after.0.clone());
+    while !in_follows && stopped.is_none() {
+        if out_of_time(pages) {
+            stopped = Some(stop(false, (after.clone(), String::new())));
+            break;
+        }
+        pages += 1;
         let ids = store.conversation_ids_after(&after, options.page).await?;
         let Some(last) = ids.last() else { break };
         after.clone_from(last);
@@ -131,8 +177,15 @@ pub async fn self_check(
             detail(&mut details, line)?;
         }
     }
-    let mut after = (String::new(), String::new());
-    loop {
+    let mut after = from
+        .filter(|_| in_follows)
+        .map_or_else(Default::default, |c| c.after.clone());
+    while stopped.is_none() {
+        if out_of_time(pages) {
+            stopped = Some(stop(true, after.clone()));
+            break;
+        }
+        pages += 1;
         let edges = store.self_follows_after(&after, options.page).await?;
         let Some(last) = edges.last() else { break };
         after = last.clone();
@@ -166,6 +219,9 @@ pub async fn self_check(
             .map(|k| (k.name(), found.get(&k).cloned().unwrap_or_default()))
             .collect(),
         details: None,
+        complete: stopped.is_none(),
+        resumed_from: from.cloned(),
+        stopped_at: stopped,
     })
 }
 

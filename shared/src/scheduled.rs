@@ -52,10 +52,15 @@ async fn run() -> Result<(), Error> {
         )?),
         Err(_) => Some(DEFAULT_RETENTION),
     };
+    let budget = match std::env::var("MIRROR_CHECK_BUDGET").as_deref() {
+        Ok("off") | Err(_) => None,
+        Ok(value) => Some(crate::config::duration("MIRROR_CHECK_BUDGET", value)?),
+    };
     let processor = Processor::connect(config).await?;
     let options = SelfCheckOptions {
         page: processor.config().chunk_size,
         stub_age,
+        budget,
     };
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none() {
         let task = Task::from_args(std::env::args().skip(1))?;
@@ -154,14 +159,29 @@ pub const SWEEP_BUDGET: Duration = Duration::from_secs(50);
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(86_400);
 
 /// One self-check, then the applied keys older than `retention` pruned until `deadline`:
-/// the EMF document on stdout, the report (with `appliedKeysPruned`) as the result.
+/// the EMF document on stdout, the report (with `appliedKeysPruned`) as the result. With a
+/// budget the check goes on from where the last run stopped (kept in the database) and stops
+/// when the budget (or the invocation's time) is spent, keeping where: each run checks a
+/// slice, every row is checked once per pass, and the report says what it covered.
 pub async fn once(
     processor: &Processor,
     options: &SelfCheckOptions,
     retention: Option<Duration>,
     deadline: Option<std::time::Instant>,
 ) -> Result<Value, Error> {
-    let report = check::self_check(processor.store(), options, None).await?;
+    let report = match options.budget {
+        None => check::self_check(processor.store(), options, None).await?,
+        Some(budget) => {
+            let store = processor.store();
+            let from = store.check_cursor().await?;
+            let until = std::time::Instant::now() + budget;
+            let until = deadline.map_or(until, |d| d.min(until));
+            let report =
+                check::self_check_from(store, options, None, from.as_ref(), Some(until)).await?;
+            store.save_check_cursor(report.stopped_at.as_ref()).await?;
+            report
+        }
+    };
     let pruned = match retention {
         Some(age) => {
             let before =
@@ -186,6 +206,9 @@ pub async fn once(
     );
     tracing::info!(
         conversations = report.conversations,
+        complete = report.complete,
+        resumed_after = report.resumed_from.as_ref().map(|c| c.after.0.as_str()),
+        stopped_after = report.stopped_at.as_ref().map(|c| c.after.0.as_str()),
         inconsistent = report.inconsistent,
         repairable = report.repairable,
         applied_keys_pruned = pruned,

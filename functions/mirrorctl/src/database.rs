@@ -95,6 +95,7 @@ pub(crate) async fn database(
                         stub_age: age("--stub-age", &stub_age)?
                             .to_std()
                             .map_err(|_| "--stub-age must not be negative".to_string())?,
+                        budget: None,
                     };
                     let mut report = check::self_check(processor.store(), &options, out)
                         .await

@@ -40,7 +40,33 @@ fn table(family: Family) -> &'static Table {
         .expect("every family has a table")
 }
 
+/// Where a self-check stopped, for the next run to go on from: in the conversations (after
+/// the id `after.0`) or in the follow edges (after the key `after`), and when its pass began.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckCursor {
+    pub follows: bool,
+    pub after: (String, String),
+    pub pass_started_at: String,
+}
+
 impl Store {
+    /// Where the last scheduled self-check stopped, if it did not finish its pass.
+    pub async fn check_cursor(&self) -> Result<Option<CheckCursor>, StoreError> {
+        match self {
+            Store::Postgres(pool, _) => postgres::check_cursor(pool).await,
+            Store::Sqlite(pool) => sqlite::check_cursor(pool).await,
+        }
+    }
+
+    /// Keeps where a self-check stopped; `None` when its pass is done.
+    pub async fn save_check_cursor(&self, cursor: Option<&CheckCursor>) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool, _) => postgres::save_check_cursor(pool, cursor).await,
+            Store::Sqlite(pool) => sqlite::save_check_cursor(pool, cursor).await,
+        }
+    }
+
     /// Refreshes the planner's statistics of the mirror tables, as a bulk load should be
     /// followed by (PostgreSQL's `ANALYZE`, sampled, about a second on millions of rows).
     /// SQLite plans by its index heuristics and is left as it is.

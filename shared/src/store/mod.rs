@@ -35,7 +35,7 @@ pub use announcement::{Announcement, Backlog};
 pub use connect::{PgSettings, PreparedStatements};
 pub use error::StoreError;
 pub use inconsistency::Inconsistency;
-pub use integrity::{Comparer, Comparison};
+pub use integrity::{CheckCursor, Comparer, Comparison};
 pub use outbox::OutboxLease;
 pub use plan::plan;
 pub use rows::PlainRows;

@@ -65,3 +65,66 @@ on_both_stores! {
         assert_eq!(m.state().await, right);
     }
 }
+
+mod scheduled_check {
+    //! The scheduled self-check within a time budget (docs/operating.md): each run checks a
+    //! slice and keeps where it stopped in the database, the next goes on from there, and
+    //! over the runs of a pass every row is checked once.
+    use std::time::Duration;
+
+    use mirror_tests::realtime_mirror::check::SelfCheckOptions;
+    use mirror_tests::realtime_mirror::scheduled::once;
+    use mirror_tests::realtime_mirror::{Config, Processor};
+    use mirror_tests::{conversation, follow, Mirror};
+
+    async fn a_check_within_its_budget_resumes_where_the_last_run_stopped(m: Mirror) {
+        let events: Vec<_> = (0..25)
+            .map(|i| conversation(&format!("c{i:02}"), &["a", "b"], "2025-10-08T11:00:00Z"))
+            .chain([follow("selfish", "selfish", "2025-10-08T11:00:00Z")])
+            .collect();
+        m.apply(&events).await;
+        let processor = Processor::new(m.store().clone(), Config::default());
+        // A budget spent at once: each run checks one page of 10.
+        let options = SelfCheckOptions {
+            page: 10,
+            stub_age: Duration::from_secs(3600),
+            budget: Some(Duration::ZERO),
+        };
+        let mut conversations = 0;
+        let mut self_follows = 0;
+        let mut runs = Vec::new();
+        for _ in 0..10 {
+            let report = once(&processor, &options, None, None).await.unwrap();
+            conversations += report["conversations"].as_u64().unwrap();
+            self_follows += report["found"]["selfFollow"]["count"].as_u64().unwrap();
+            assert!(report["conversations"].as_u64().unwrap() <= 10, "{report}");
+            runs.push(report.clone());
+            if report["complete"] == true {
+                break;
+            }
+        }
+        let last = runs.last().unwrap();
+        assert_eq!(last["complete"], true, "a pass ends: {runs:?}");
+        assert!(runs.len() >= 3, "several runs, one slice each: {runs:?}");
+        assert_eq!(runs[1]["resumedFrom"]["after"][0], "c09", "{runs:?}");
+        assert_eq!(conversations, 25, "every conversation once in the pass");
+        assert_eq!(self_follows, 1, "the self-follow found once in the pass");
+        let next = once(&processor, &options, None, None).await.unwrap();
+        assert!(
+            next.get("resumedFrom").is_none(),
+            "after a whole pass the next starts over: {next}"
+        );
+        assert_eq!(next["conversations"], 10, "{next}");
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_check_within_its_budget_resumes_where_the_last_run_stopped_sqlite() {
+        a_check_within_its_budget_resumes_where_the_last_run_stopped(Mirror::sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_scheduled_check_within_its_budget_resumes_where_the_last_run_stopped_postgres() {
+        a_check_within_its_budget_resumes_where_the_last_run_stopped(Mirror::postgres().await)
+            .await;
+    }
+}

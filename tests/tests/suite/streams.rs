@@ -792,6 +792,7 @@ async fn a_drain_event_sweeps_the_outbox_and_an_unknown_task_is_refused() {
     let options = SelfCheckOptions {
         page: 100,
         stub_age: Duration::from_secs(3600),
+        budget: None,
     };
     let event = |payload: Value| {
         let mut context = Context::default();

@@ -259,3 +259,47 @@ pub(in crate::store) async fn seen_among(
     .await?;
     Ok(rows.into_iter().collect())
 }
+
+/// Where the scheduled self-check stopped, if a run left one.
+pub(in crate::store) async fn check_cursor(
+    pool: &PgPool,
+) -> Result<Option<crate::store::CheckCursor>, StoreError> {
+    let row: Option<(bool, String, String, String)> = sqlx::query_as(
+        "SELECT follows, after_a, after_b, pass_started_at FROM mirror_check_progress WHERE id = 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(follows, a, b, started)| crate::store::CheckCursor {
+            follows,
+            after: (a, b),
+            pass_started_at: started,
+        }),
+    )
+}
+
+/// Keeps where a self-check stopped (`None`: its pass is done, the next starts over).
+pub(in crate::store) async fn save_check_cursor(
+    pool: &PgPool,
+    cursor: Option<&crate::store::CheckCursor>,
+) -> Result<(), StoreError> {
+    let Some(c) = cursor else {
+        sqlx::query("DELETE FROM mirror_check_progress WHERE id = 1")
+            .execute(pool)
+            .await?;
+        return Ok(());
+    };
+    sqlx::query(
+        "INSERT INTO mirror_check_progress (id, follows, after_a, after_b, pass_started_at)
+         VALUES (1, $1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET follows = excluded.follows, after_a = excluded.after_a,
+           after_b = excluded.after_b, pass_started_at = excluded.pass_started_at",
+    )
+    .bind(c.follows)
+    .bind(&c.after.0)
+    .bind(&c.after.1)
+    .bind(&c.pass_started_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

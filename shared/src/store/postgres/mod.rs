@@ -24,8 +24,8 @@ pub(super) use derived::{
     refresh_recipients,
 };
 pub(super) use integrity::{
-    dump, live_keys_after, rows_for_keys, seen_add, seen_among, seen_reset, self_check,
-    self_follows_after,
+    check_cursor, dump, live_keys_after, rows_for_keys, save_check_cursor, seen_add, seen_among,
+    seen_reset, self_check, self_follows_after,
 };
 pub(super) use ledger::{
     applied_keys, current_ranks, prune_applied_keys, record_applied, DISCARD_APPLIED_KEYS,
