@@ -48,7 +48,7 @@ class DeployWithCargoLambda(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.lambda_dir = tempfile.TemporaryDirectory()
-        for function in FUNCTIONS:
+        for function in FUNCTIONS + ["mirror-check"]:
             binary = ROOT / "target" / "debug" / function
             if not binary.exists():
                 raise AssertionError(f"{binary} is missing: cargo build --workspace --bins first")
@@ -84,7 +84,8 @@ class DeployWithCargoLambda(unittest.TestCase):
 
     def test_each_function_gets_its_queues_a_scoped_role_and_a_trigger_that_reports_item_failures(self):
         stack = f"cl{int(time.time() * 1000)}"
-        run = self.deploy(stack, MAX_RECEIVE_COUNT=7, RESERVE_CONCURRENCY="true", MAXIMUM_CONCURRENCY=4)
+        run = self.deploy(stack, MAX_RECEIVE_COUNT=7, RESERVE_CONCURRENCY="true", MAXIMUM_CONCURRENCY=4,
+                          STATEMENT_CACHE="false")
         self.assertEqual(run.returncode, 0, run.stderr[-4000:])
         sqs, lam, iam = client("sqs"), client("lambda"), client("iam")
         self.assertEqual(self.queue_names(stack), sorted(f"{stack}-{f}{s}" for f in FUNCTIONS for s in ["", "-dlq"]))
@@ -96,7 +97,7 @@ class DeployWithCargoLambda(unittest.TestCase):
             dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["All"])["Attributes"]
             self.assertEqual(json.loads(queue["RedrivePolicy"]),
                              {"deadLetterTargetArn": dlq["QueueArn"], "maxReceiveCount": 7})
-            self.assertEqual(queue["VisibilityTimeout"], "180")
+            self.assertEqual(queue["VisibilityTimeout"], "330")
             self.assertEqual(dlq["MessageRetentionPeriod"], "1209600")
 
             config = lam.get_function_configuration(FunctionName=name)
@@ -109,6 +110,7 @@ class DeployWithCargoLambda(unittest.TestCase):
             self.assertEqual((env["MIRROR_DLQ_URL"], env["MIRROR_SOURCE_QUEUE_URL"]), (dlq_url, queue_url))
             self.assertEqual((env["MIRROR_MIGRATE"], env["MIRROR_METRICS_NAMESPACE"]), ("false", f"RealtimeMirror/{stack}"))
             self.assertEqual(env["MIRROR_DB_HOST"], "mirror.cluster-abc.us-east-1.rds.amazonaws.com")
+            self.assertEqual(env["MIRROR_STATEMENT_CACHE"], "false")
             self.assertEqual(lam.get_function_concurrency(FunctionName=name)["ReservedConcurrentExecutions"], 4)
 
             self.assertEqual(config["Role"], iam.get_role(RoleName=name)["Role"]["Arn"])
@@ -135,6 +137,40 @@ class DeployWithCargoLambda(unittest.TestCase):
                               mapping["ScalingConfig"]["MaximumConcurrency"]), (100, 5, 6))
         self.assertEqual(len(self.queue_names(stack)), 6)
 
+    def test_the_scheduled_tasks_are_deployed_on_their_schedules_and_never_retried(self):
+        stack = f"sc{int(time.time() * 1000)}"
+        run = self.deploy(stack, MIRROR_REDIS_URL="rediss://cache.example.internal:6379",
+                          CHECK_SCHEDULE="rate(6 hours)", APPLIED_KEYS_RETENTION="2d")
+        self.assertEqual(run.returncode, 0, run.stderr[-4000:])
+        self.assertIn("not created here", run.stderr)
+        lam, events = client("lambda"), client("events")
+        check, sweep = f"{stack}-mirror-check", f"{stack}-outbox-sweep"
+        config = lam.get_function_configuration(FunctionName=check)
+        self.assertEqual(config["Timeout"], 900)
+        env = config["Environment"]["Variables"]
+        self.assertEqual((env["MIRROR_APPLIED_KEYS_RETENTION"], env["MIRROR_CHECK_BUDGET"], env["MIRROR_STREAM_MAX_AGE"]),
+                         ("2d", "12m", "7d"))
+        self.assertEqual(env["DATABASE_SECRET_ARN"], SECRET)
+        self.assertEqual(lam.get_function_configuration(FunctionName=sweep)["Timeout"], 60)
+        for function, expression, age, payload in [(check, "rate(6 hours)", 600, None),
+                                                   (sweep, "rate(1 minute)", 60, {"task": "drain"})]:
+            rule = events.describe_rule(Name=function)
+            self.assertEqual((rule["ScheduleExpression"], rule["State"]), (expression, "ENABLED"))
+            (target,) = events.list_targets_by_rule(Rule=function)["Targets"]
+            self.assertEqual(target["Arn"], lam.get_function_configuration(FunctionName=function)["FunctionArn"])
+            self.assertEqual(json.loads(target["Input"]) if "Input" in target else None, payload)
+            invoke = lam.get_function_event_invoke_config(FunctionName=function)
+            self.assertEqual((invoke["MaximumRetryAttempts"], invoke["MaximumEventAgeInSeconds"]), (0, age))
+            policy = json.loads(lam.get_policy(FunctionName=function)["Policy"])
+            (statement,) = policy["Statement"]
+            self.assertEqual(statement["Principal"], {"Service": "events.amazonaws.com"})
+            self.assertEqual(statement["Condition"]["ArnLike"]["AWS:SourceArn"], rule["Arn"])
+        # Again: updated in place, one permission, one target.
+        again = self.deploy(stack, MIRROR_REDIS_URL="rediss://cache.example.internal:6379", CHECK_SCHEDULE="off")
+        self.assertEqual(again.returncode, 0, again.stderr[-4000:])
+        self.assertEqual(events.describe_rule(Name=check)["State"], "DISABLED")
+        self.assertEqual(len(json.loads(lam.get_policy(FunctionName=check)["Policy"])["Statement"]), 1)
+
     def test_a_dry_run_prints_every_call_and_makes_none(self):
         stack = f"dry{int(time.time() * 1000)}"
         run = self.deploy(stack, DRY_RUN=1)
@@ -145,6 +181,10 @@ class DeployWithCargoLambda(unittest.TestCase):
             self.assertIn(f"create-event-source-mapping --function-name {name} ", run.stderr)
             self.assertIn("--function-response-types ReportBatchItemFailures --scaling-config MaximumConcurrency=5",
                           run.stderr)
+            # moto keeps no RedriveAllowPolicy: the call itself is checked. Each dead-letter
+            # queue admits only its own queue (printed shell-quoted, the quotes escaped).
+            self.assertRegex(run.stderr, rf"set-queue-attributes --queue-url \S+/{name}-dlq .{{0,120}}RedriveAllowPolicy"
+                             rf".{{0,60}}byQueue.{{0,60}}sourceQueueArns.{{0,30}}arn:aws:sqs:us-east-1:123456789012:{name}\\")
         self.assertEqual(self.queue_names(stack), [])
 
     def test_realtime_delivery_settings_reach_the_functions_and_plain_redis_is_refused(self):
