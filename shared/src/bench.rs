@@ -94,6 +94,9 @@ pub struct Report {
     pub rejected: usize,
     pub failed: usize,
     pub peak_rss_kib: Option<u64>,
+    /// This process's CPU time (user + system) while applying batches, per event, in
+    /// microseconds: the client's own cost, beside the database's.
+    pub client_cpu_us_per_event: Option<f64>,
     /// With `MIRROR_REDIS_URL` set: entries added to the users' streams, and commit →
     /// `XADD` acknowledged per entry, in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,11 +262,13 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
         rejected: 0,
         failed: 0,
         peak_rss_kib: None,
+        client_cpu_us_per_event: None,
         stream_entries: None,
         fanout_latency_ms: None,
     };
     let mut fanout: Vec<f64> = Vec::new();
     let mut index = 0usize;
+    let mut cpu = Some(0.0f64);
     loop {
         let bodies: Vec<String> = stream.by_ref().take(batch_size).collect();
         if bodies.is_empty() {
@@ -284,8 +289,12 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
                     })
                     .collect();
                 started = Instant::now();
+                let cpu_before = crate::telemetry::process_cpu_seconds();
                 let outcome = processor.process(records, Route::AllFamilies).await;
                 latencies.push(started.elapsed());
+                cpu = cpu
+                    .zip(crate::telemetry::process_cpu_seconds().zip(cpu_before))
+                    .map(|(sum, (after, before))| sum + after - before);
                 let counts = outcome.counts();
                 report.applied += counts.applied;
                 report.duplicates += counts.duplicate;
@@ -319,6 +328,9 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
         report.fanout_latency_ms = Some(Latency::of(fanout));
     }
     report.peak_rss_kib = crate::telemetry::peak_rss_kib();
+    if matches!(options.mode, Mode::Set | Mode::PerEvent | Mode::NoLedger) {
+        report.client_cpu_us_per_event = cpu.map(|s| s * 1e6 / options.events.max(1) as f64);
+    }
     Ok(report)
 }
 

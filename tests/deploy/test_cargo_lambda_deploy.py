@@ -82,10 +82,11 @@ class DeployWithCargoLambda(unittest.TestCase):
     def mappings(self, name):
         return client("lambda").list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
 
-    def test_each_function_gets_its_queues_a_scoped_role_and_a_trigger_that_reports_item_failures(self):
+    def test_each_function_gets_its_queues_a_scoped_role_and_a_trigger_and_each_scheduled_task_its_schedule(self):
         stack = f"cl{int(time.time() * 1000)}"
         run = self.deploy(stack, MAX_RECEIVE_COUNT=7, RESERVE_CONCURRENCY="true", MAXIMUM_CONCURRENCY=4,
-                          STATEMENT_CACHE="false")
+                          STATEMENT_CACHE="false", MIRROR_REDIS_URL="rediss://cache.example.internal:6379",
+                          CHECK_SCHEDULE="rate(6 hours)", APPLIED_KEYS_RETENTION="2d")
         self.assertEqual(run.returncode, 0, run.stderr[-4000:])
         sqs, lam, iam = client("sqs"), client("lambda"), client("iam")
         self.assertEqual(self.queue_names(stack), sorted(f"{stack}-{f}{s}" for f in FUNCTIONS for s in ["", "-dlq"]))
@@ -128,20 +129,24 @@ class DeployWithCargoLambda(unittest.TestCase):
             self.assertEqual(mapping["FunctionResponseTypes"], ["ReportBatchItemFailures"])
             self.assertEqual((mapping["BatchSize"], mapping["ScalingConfig"]["MaximumConcurrency"]), (10, 4))
 
+        self.assert_the_scheduled_tasks_are_deployed_on_their_schedules_and_never_retried(stack, run)
+
         # Run again with other settings: everything is updated in place, nothing doubled.
-        again = self.deploy(stack, MAX_RECEIVE_COUNT=7, BATCH_SIZE=100, BATCHING_WINDOW=5, MAXIMUM_CONCURRENCY=6)
+        again = self.deploy(stack, MAX_RECEIVE_COUNT=7, BATCH_SIZE=100, BATCHING_WINDOW=5, MAXIMUM_CONCURRENCY=6,
+                            MIRROR_REDIS_URL="rediss://cache.example.internal:6379", CHECK_SCHEDULE="off")
         self.assertEqual(again.returncode, 0, again.stderr[-4000:])
+        check = f"{stack}-mirror-check"
+        self.assertEqual(client("events").describe_rule(Name=check)["State"], "DISABLED")
+        self.assertEqual(len(json.loads(client("lambda").get_policy(FunctionName=check)["Policy"])["Statement"]), 1)
         for function in FUNCTIONS:
             (mapping,) = self.mappings(f"{stack}-{function}")
             self.assertEqual((mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"],
                               mapping["ScalingConfig"]["MaximumConcurrency"]), (100, 5, 6))
         self.assertEqual(len(self.queue_names(stack)), 6)
 
-    def test_the_scheduled_tasks_are_deployed_on_their_schedules_and_never_retried(self):
-        stack = f"sc{int(time.time() * 1000)}"
-        run = self.deploy(stack, MIRROR_REDIS_URL="rediss://cache.example.internal:6379",
-                          CHECK_SCHEDULE="rate(6 hours)", APPLIED_KEYS_RETENTION="2d")
-        self.assertEqual(run.returncode, 0, run.stderr[-4000:])
+    def assert_the_scheduled_tasks_are_deployed_on_their_schedules_and_never_retried(self, stack, run):
+        """mirror-check on CHECK_SCHEDULE and, with Redis, outbox-sweep every minute: never
+        retried, invoked only by their rules. Part of the first test, which deploys them."""
         self.assertIn("not created here", run.stderr)
         lam, events = client("lambda"), client("events")
         check, sweep = f"{stack}-mirror-check", f"{stack}-outbox-sweep"
@@ -165,11 +170,6 @@ class DeployWithCargoLambda(unittest.TestCase):
             (statement,) = policy["Statement"]
             self.assertEqual(statement["Principal"], {"Service": "events.amazonaws.com"})
             self.assertEqual(statement["Condition"]["ArnLike"]["AWS:SourceArn"], rule["Arn"])
-        # Again: updated in place, one permission, one target.
-        again = self.deploy(stack, MIRROR_REDIS_URL="rediss://cache.example.internal:6379", CHECK_SCHEDULE="off")
-        self.assertEqual(again.returncode, 0, again.stderr[-4000:])
-        self.assertEqual(events.describe_rule(Name=check)["State"], "DISABLED")
-        self.assertEqual(len(json.loads(lam.get_policy(FunctionName=check)["Policy"])["Statement"]), 1)
 
     def test_a_dry_run_prints_every_call_and_makes_none(self):
         stack = f"dry{int(time.time() * 1000)}"
