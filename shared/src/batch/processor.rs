@@ -1,5 +1,6 @@
 //! The batch processor: queue records in, one outcome per record out. Parsing is per
-//! record, so a malformed body fails alone; writing is per chunk, set-based, with at most
+//! record, so a malformed body fails alone; writing is one set-based transaction per batch
+//! (per chunk of `MIRROR_CHUNK_SIZE` when the batch is larger), at most
 //! `MIRROR_MAX_CONNECTIONS` chunks in flight.
 
 use super::record::{BatchOutcome, Outcome, Record, RecordOutcome, Route};
@@ -16,7 +17,7 @@ use crate::store::{Pending, Store, StoreError, Written};
 use crate::streams::Fanout;
 use crate::timestamp::Timestamp;
 
-/// A chunk of one family's events and the positions of their records in the batch.
+/// A chunk of the batch's events, of any families, and the positions of their records.
 struct Chunk {
     positions: Vec<usize>,
     events: Vec<Pending>,
@@ -185,28 +186,14 @@ impl Processor {
             outcomes.push(outcome);
         }
 
-        let mut chunks = Vec::new();
-        for family in Family::ALL {
-            let mut chunk = Chunk {
-                positions: Vec::new(),
-                events: Vec::new(),
-            };
-            for (position, pending) in accepted.iter().filter(|(_, p)| p.event.family() == family) {
-                chunk.positions.push(*position);
-                chunk.events.push(pending.clone());
-                if chunk.events.len() == self.config.chunk_size {
-                    chunks.push(std::mem::replace(
-                        &mut chunk,
-                        Chunk {
-                            positions: Vec::new(),
-                            events: Vec::new(),
-                        },
-                    ));
-                }
-            }
-            if !chunk.events.is_empty() {
-                chunks.push(chunk);
-            }
+        // One transaction for the whole batch, of whatever families
+        // (docs/architecture.md, "The write path"); only a batch larger than
+        // `MIRROR_CHUNK_SIZE` is split, in batch order.
+        let mut chunks = Vec::with_capacity(accepted.len().div_ceil(self.config.chunk_size.max(1)));
+        let mut rest = accepted.into_iter().peekable();
+        while rest.peek().is_some() {
+            let (positions, events) = rest.by_ref().take(self.config.chunk_size.max(1)).unzip();
+            chunks.push(Chunk { positions, events });
         }
         let in_flight = self.store.max_connections().max(1) as usize;
         let results: Vec<(Vec<(usize, Outcome)>, usize)> = stream::iter(chunks)
@@ -368,9 +355,13 @@ fn chunk_span(events: &[Pending]) -> tracing::Span {
     if events.len() > SPAN_IDS {
         ids.push(format!("+{} more", events.len() - SPAN_IDS));
     }
+    let families: Vec<&str> = (Family::ALL.into_iter())
+        .filter(|f| events.iter().any(|p| p.event.family() == *f))
+        .map(Family::type_prefix)
+        .collect();
     tracing::info_span!(
         "chunk",
-        family = events.first().map(|p| p.event.family().type_prefix()).unwrap_or(""),
+        families = %families.join(" "),
         events = events.len(),
         entity_ids = %ids.join(" "),
     )

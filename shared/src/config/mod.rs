@@ -34,7 +34,8 @@ pub struct Config {
     pub max_connections: u32,
     /// `MIRROR_MAX_FUTURE_SKEW`, default 15 minutes: versions further ahead are rejected.
     pub max_future_skew: Duration,
-    /// `MIRROR_CHUNK_SIZE`, default 500: events per transaction.
+    /// `MIRROR_CHUNK_SIZE`, default 1,000: the most events in one transaction; a batch of up
+    /// to this many is one transaction, a larger one is split.
     pub chunk_size: usize,
     /// `MIRROR_DB_TIMEOUT`, default 10 s: how long to wait for a connection before the
     /// records are reported as failures (and redelivered by the queue).
@@ -74,7 +75,7 @@ impl Default for Config {
             database_url: DatabaseUrl::new(DEFAULT_DATABASE_URL),
             max_connections: 2,
             max_future_skew: Duration::from_secs(15 * 60),
-            chunk_size: 500,
+            chunk_size: 1000,
             db_timeout: Duration::from_secs(10),
             migrate_on_start: true,
             database_secret_arn: None,

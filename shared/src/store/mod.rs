@@ -14,7 +14,18 @@
 //!    stale) — so the common case costs no look-up round trip;
 //! 5. the applied keys are recorded.
 
+/// One statement of the open transaction `$tx`, in its dialect's module.
+macro_rules! dispatch {
+    ($tx:expr, $f:ident ( $($arg:expr),* )) => {
+        match $tx {
+            Tx::Postgres(pg) => postgres::$f(pg, $($arg),*).await,
+            Tx::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
+        }
+    };
+}
+
 mod announcement;
+mod apply;
 mod connect;
 mod error;
 mod inconsistency;
@@ -26,6 +37,7 @@ mod rows;
 mod snapshot;
 mod sqlite;
 mod transaction;
+mod tx;
 
 use std::collections::BTreeSet;
 

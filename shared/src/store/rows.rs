@@ -1,7 +1,5 @@
 //! The values each family's winning events write, and the keys both dialects bind.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 
 use super::Pending;
@@ -31,11 +29,6 @@ pub(super) fn entity_key(family: Family, a: String, b: String) -> EntityKey {
             target_id: b,
         },
     }
-}
-
-pub(super) fn conversation_ids<'a>(keys: impl Iterator<Item = &'a EntityKey>) -> Vec<String> {
-    let ids: BTreeSet<&str> = keys.filter_map(|k| k.conversation_id()).collect();
-    ids.into_iter().map(str::to_string).collect()
 }
 
 /// Serialises a [`Timestamp`] as the RFC 3339 text SQLite stores.

@@ -1,18 +1,12 @@
-//! One chunk, one transaction: the set-based statements of each dialect in the one order every
-//! writer keeps (conversations first, in key order; then the rows; then the applied keys), so
-//! concurrent writers never deadlock and every derived value sees all committed rows.
-
-use std::collections::{HashMap, HashSet};
+//! One transaction of either dialect: how it begins and ends, and what runs in it (a chunk,
+//! `apply.rs`, which owns the lock order; or a page of repair, which keeps that order).
 
 use serde::Serialize;
-use sqlx::{Connection, SqliteConnection};
+use sqlx::Connection;
 
-use super::announcement::Change;
-use super::plan::plan;
-use super::rows::{conversation_ids, ConversationRow, FollowEdgeRow, MessageRow};
+use super::apply::apply_in;
+use super::tx::Tx;
 use super::{postgres, sqlite, Pending, PreparedStatements, Store, StoreError, Written};
-use crate::event::{Action, EntityKey, Event, Family, Rank};
-use crate::timestamp::Timestamp;
 
 impl Store {
     /// Runs `work` in one transaction. The connection goes back to the pool only if its
@@ -87,21 +81,6 @@ impl<DB: sqlx::Database> Clean for sqlx::pool::PoolConnection<DB> {
     }
 }
 
-/// One open transaction of either dialect; each method is one set-based statement.
-enum Tx<'t> {
-    Postgres(postgres::PgTx<'t>),
-    Sqlite(&'t mut SqliteConnection),
-}
-
-macro_rules! dispatch {
-    ($tx:expr, $f:ident ( $($arg:expr),* )) => {
-        match $tx {
-            Tx::Postgres(pg) => postgres::$f(pg, $($arg),*).await,
-            Tx::Sqlite(c) => sqlite::$f(c, $($arg),*).await,
-        }
-    };
-}
-
 /// What one transaction does.
 pub(super) enum Work<'a> {
     /// A chunk, and whether its message changes are announced (written to the outbox).
@@ -144,151 +123,4 @@ pub struct Repaired {
     pub conversations_changed: u64,
     /// Messages whose `recipient_id` was wrong and was rewritten.
     pub messages_changed: u64,
-}
-
-async fn apply_in(
-    tx: &mut Tx<'_>,
-    chunk: &[Pending],
-    announce: bool,
-) -> Result<Vec<Written>, StoreError> {
-    let family = chunk[0].event.family();
-    debug_assert!(chunk.iter().all(|p| p.event.family() == family));
-    let (mut written, winners) = plan(chunk);
-    let winner_at: HashSet<usize> = winners.iter().copied().collect();
-    let mirrored_at = Timestamp::now();
-
-    // Sorted by key so that concurrent transactions lock rows in the same order.
-    let mut winners: Vec<&Pending> = winners.iter().map(|&i| &chunk[i]).collect();
-    winners.sort_by(|a, b| a.event.key.cmp(&b.event.key));
-    let applied: HashSet<EntityKey> = match family {
-        Family::DmMessage => {
-            let conversations = conversation_ids(winners.iter().map(|p| &p.event.key));
-            // A message row needs its conversation row: a stub until the conversation's own
-            // events arrive. Locking the conversations first serialises every writer of one
-            // conversation, so the summaries below see all committed messages.
-            dispatch!(tx, lock_conversations(&conversations, mirrored_at))?;
-            let rows: Vec<MessageRow> = winners.iter().map(|p| MessageRow::new(p)).collect();
-            // A tombstone keeps no author: a delete's announcement names the stored one.
-            let deleted: Vec<(&str, &str)> = (rows.iter())
-                .filter(|r| announce && r.author_id.is_none())
-                .map(|r| (r.conversation_id, r.message_id))
-                .collect();
-            let authors = if deleted.is_empty() {
-                HashMap::new()
-            } else {
-                dispatch!(tx, message_authors(&deleted))?
-            };
-            let applied = dispatch!(tx, upsert_messages(&rows, mirrored_at))?;
-            let touched = conversation_ids(applied.iter());
-            dispatch!(tx, refresh_conversations(&touched))?;
-            if announce {
-                let mut changes: Vec<Change> = (rows.iter().zip(&winners))
-                    .filter(|(_, p)| applied.contains(&p.event.key))
-                    .map(|(row, p)| {
-                        let key = (row.conversation_id.to_string(), row.message_id.to_string());
-                        let created = p.event.event_type.action == Action::Created;
-                        Change::new(row, created, authors.get(&key).map(String::as_str))
-                    })
-                    .collect();
-                // Per conversation in version order, as the changes happened.
-                changes.sort_by(|a, b| {
-                    (a.conversation_id, &a.version, a.message_id).cmp(&(
-                        b.conversation_id,
-                        &b.version,
-                        b.message_id,
-                    ))
-                });
-                // Stamped now, the transaction's last statements: commit → XADD is measured
-                // from here.
-                dispatch!(tx, enqueue_announcements(&changes, Timestamp::now()))?;
-            }
-            applied
-        }
-        Family::DmConversation => {
-            let rows: Vec<ConversationRow> =
-                winners.iter().map(|p| ConversationRow::new(p)).collect();
-            // Conversations whose participants are not known yet (a stub, or no row): their
-            // messages so far were announced to their authors only.
-            let unknown: Vec<String> = if announce {
-                let ids = conversation_ids(winners.iter().map(|p| &p.event.key));
-                let known = dispatch!(tx, conversations_with_participants(&ids))?;
-                ids.into_iter().filter(|id| !known.contains(id)).collect()
-            } else {
-                Vec::new()
-            };
-            let applied = dispatch!(tx, upsert_conversations(&rows, mirrored_at))?;
-            let touched = conversation_ids(applied.iter());
-            dispatch!(tx, refresh_recipients(&touched))?;
-            dispatch!(tx, refresh_conversations(&touched))?;
-            if announce {
-                // Now they are known, the other participants hear of those messages.
-                let learned: Vec<String> = (touched.iter())
-                    .filter(|id| unknown.contains(id))
-                    .cloned()
-                    .collect();
-                dispatch!(tx, announce_earlier_messages(&learned, Timestamp::now()))?;
-            }
-            applied
-        }
-        Family::FollowEdge => {
-            let rows: Vec<FollowEdgeRow> = winners.iter().map(|p| FollowEdgeRow::new(p)).collect();
-            dispatch!(tx, upsert_follow_edges(&rows, mirrored_at))?
-        }
-    };
-
-    // Every event but the winners that were written: a key applied before is a duplicate; a
-    // winner the guard kept out lost to the stored row (equal rank is the same write, a
-    // duplicate; lower is stale).
-    let not_applied: Vec<&Pending> = chunk
-        .iter()
-        .enumerate()
-        .filter(|(i, p)| !(winner_at.contains(i) && applied.contains(&p.event.key)))
-        .map(|(_, p)| p)
-        .collect();
-    let (seen, stored): (HashSet<String>, HashMap<EntityKey, Rank>) = if not_applied.is_empty() {
-        (HashSet::new(), HashMap::new())
-    } else {
-        let keys: Vec<&str> = not_applied
-            .iter()
-            .map(|p| p.event.idempotency_key.as_str())
-            .collect();
-        let lost: Vec<&EntityKey> = winners
-            .iter()
-            .map(|p| &p.event.key)
-            .filter(|k| !applied.contains(*k))
-            .collect();
-        let seen = dispatch!(tx, applied_keys(&keys))?;
-        let stored = if lost.is_empty() {
-            HashMap::new()
-        } else {
-            dispatch!(tx, current_ranks(family, &lost))?
-        };
-        (seen, stored)
-    };
-    let mut newly_applied: Vec<&Event> = Vec::new();
-    for (i, pending) in chunk.iter().enumerate() {
-        let event = &pending.event;
-        if seen.contains(event.idempotency_key.as_str()) {
-            written[i] = Some(Written::Duplicate);
-            continue;
-        }
-        if written[i].is_some() {
-            continue;
-        }
-        written[i] = Some(if applied.contains(&event.key) {
-            newly_applied.push(event);
-            Written::Applied
-        } else if stored.get(&event.key) == Some(&event.rank()) {
-            Written::Duplicate
-        } else {
-            Written::Stale
-        });
-    }
-    // In key order, like every other write, so two chunks can never wait on each other here.
-    newly_applied.sort_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
-    dispatch!(tx, record_applied(&newly_applied, mirrored_at))?;
-    Ok(written
-        .into_iter()
-        .map(|w| w.expect("every event classified"))
-        .collect())
 }
