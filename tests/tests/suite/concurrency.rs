@@ -1,10 +1,14 @@
 //! Convergence under concurrency on PostgreSQL: several `mirrorctl apply` *processes* (not
 //! only several connections of one pool) apply overlapping, shuffled shares of the messages
-//! of brand-new conversations together with the conversations' own events, at once, at
-//! several chunk sizes and connection counts. Every round must end with
+//! of brand-new conversations, the conversations' own events and the follow edges between
+//! their participants, at once, at several chunk sizes and connection counts. Half the
+//! rounds are deployed as the functions are (message processes, one conversation and
+//! follow process); the other half give every process mixed batches of all three families,
+//! each one transaction. Every round must end with
 //! - every process exiting 0 (an operator's `mirrorctl repair` running alongside too), with
-//!   no chunk retried after a deadlock (none can arise: locks
-//!   are taken in one total order, conversations before messages, each in key order);
+//!   no chunk retried after a deadlock (none can arise: every writer takes its locks in the
+//!   one order of `store/apply.rs`: conversations, messages, follow edges, applied keys, each
+//!   in key order);
 //! - derived columns (`last_message_*`, `recipient_id`) that agree with the rows themselves;
 //! - the same rows as one sequential application of the same events.
 //!
@@ -26,7 +30,8 @@ fn at(second: usize) -> String {
 /// The events of one round: `conversations` new conversations, two of every three with
 /// their own events (created with two participants, then updated to another participant
 /// set; the third stays a stub), each with `messages` messages by either participant, some
-/// edited, some deleted.
+/// edited, some deleted; and follow edges both ways between the participants of each
+/// conversation and the next one's, some muted, some removed.
 fn events(rng: &mut Rng, round: usize, conversations: usize, messages: usize) -> Vec<Value> {
     let mut events = Vec::new();
     for c in 0..conversations {
@@ -49,6 +54,24 @@ fn events(rng: &mut Rng, round: usize, conversations: usize, messages: usize) ->
                               "createdAt": at(1), "updatedAt": at(2 + rng.below(messages + 4)) });
         if has_events {
             events.push(canonical("dm.conversation.updated", &at(2), updated));
+        }
+        let next = format!("u{}a", (c + 1) % conversations);
+        for (user, target) in [(&a, &b), (&b, &a), (&a, &next), (&next, &a)] {
+            let edge = json!({ "userId": user, "targetId": target, "edgeType": "follow",
+                               "createdAt": at(1), "updatedAt": at(1) });
+            events.push(canonical("follow.edge.created", &at(1), edge.clone()));
+            match rng.below(3) {
+                0 => {
+                    let mut muted = edge;
+                    muted["edgeType"] = json!("mute");
+                    muted["updatedAt"] = json!(at(3 + rng.below(20)));
+                    events.push(canonical("follow.edge.updated", &at(3), muted));
+                }
+                1 => events.push(json!({ "eventType": "follow.edge.deleted",
+                                         "occurredAt": at(30 + rng.below(20)),
+                                         "entityId": format!("{user}/{target}") })),
+                _ => {}
+            }
         }
         for m in 0..messages {
             let author = if rng.below(2) == 0 { &a } else { &b };
@@ -147,16 +170,36 @@ async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadloc
         .and_then(|r| r.parse().ok())
         .unwrap_or(16);
     let mirrorctl = workspace_binary("mirrorctl");
+    // How the suite itself is checked: a `mirrorctl` built with a broken lock order (for
+    // example follow edges before conversations) runs as the first process of every round;
+    // the round must then fail with conflict retries (docs/architecture.md, "The write path").
+    let first_writer = std::env::var_os("MIRROR_TEST_CONCURRENCY_FIRST_WRITER")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| mirrorctl.clone());
     let dir = std::env::temp_dir().join(format!("mirror-concurrency-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // (chunk size, connections) per process, varied across rounds; chunk 1 with two
     // connections is the smallest case that raced.
-    let settings = [(1, 2), (1, 4), (2, 2), (1, 1), (3, 3), (16, 2), (500, 2)];
+    let settings = [
+        (1, 2),
+        (1, 4),
+        (2, 2),
+        (1, 1),
+        (3, 3),
+        (16, 2),
+        (500, 2),
+        (1000, 2),
+    ];
+    // Mixed batches: chunks that hold several families at once, many per process, so that
+    // transactions of different processes overlap in time.
+    let mixed_settings = [(16, 2), (32, 2), (8, 2), (64, 2), (1000, 2)];
     let mut failures = Vec::new();
     for round in 0..rounds {
         let seed = 0x5EED_0000 + round as u64;
         let mut rng = Rng(seed);
-        let conversations = 12;
+        // Every process with mixed batches of every family on rounds 2 and 3 of 4.
+        let mixed = round % 4 >= 2;
+        let conversations = if mixed { 16 } else { 12 };
         let all = events(&mut rng, round, conversations, 5);
         let processes = 2 + round % 3;
 
@@ -174,18 +217,22 @@ async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadloc
                 .as_str()
                 .is_some_and(|t| t.starts_with("dm.message"))
         };
-        let messages: Vec<Value> = all.iter().filter(|e| is_message(e)).cloned().collect();
-        let mut files = shares(
-            &mut rng,
-            &messages,
-            conversations,
-            processes,
-            round % 2 == 0,
-        );
-        let mut conversation_events: Vec<Value> =
-            all.iter().filter(|e| !is_message(e)).cloned().collect();
-        rng.shuffle(&mut conversation_events);
-        files.push(conversation_events);
+        let files = if mixed {
+            shares(&mut rng, &all, conversations, processes + 1, round % 2 == 0)
+        } else {
+            let messages: Vec<Value> = all.iter().filter(|e| is_message(e)).cloned().collect();
+            let mut files = shares(
+                &mut rng,
+                &messages,
+                conversations,
+                processes,
+                round % 2 == 0,
+            );
+            let mut others: Vec<Value> = all.iter().filter(|e| !is_message(e)).cloned().collect();
+            rng.shuffle(&mut others);
+            files.push(others);
+            files
+        };
         let mut children = Vec::new();
         // And an operator's repair, racing the writers: it takes their locks in their order.
         let repair = tokio::process::Command::new(&mirrorctl)
@@ -198,9 +245,14 @@ async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadloc
             .spawn()
             .expect("mirrorctl starts");
         for (p, share) in files.iter().enumerate() {
-            let (chunk, connections) = settings[(round + p) % settings.len()];
+            let (chunk, connections) = if mixed {
+                mixed_settings[(round + p) % mixed_settings.len()]
+            } else {
+                settings[(round + p) % settings.len()]
+            };
             let file = sqs_event_file(&dir, &format!("round{round}-p{p}"), share);
-            let child = tokio::process::Command::new(&mirrorctl)
+            let binary = if p == 0 { &first_writer } else { &mirrorctl };
+            let child = tokio::process::Command::new(binary)
                 .arg("apply")
                 .arg(&file)
                 .env("DATABASE_URL", &mirror.url)
@@ -219,7 +271,7 @@ async fn concurrent_processes_converge_with_exact_derived_columns_and_no_deadloc
             let retries = summary["retries"].as_u64().unwrap_or(0);
             if !output.status.success() || retries != 0 {
                 failures.push(format!(
-                    "round {round} (seed {seed:#x}) process {p} (chunk {chunk}, {connections} connections): \
+                    "round {round} (seed {seed:#x}, mixed {mixed}) process {p} (chunk {chunk}, {connections} connections): \
                      exit {:?}, {retries} conflict retries, summary {summary}, stderr {}",
                     output.status.code(),
                     String::from_utf8_lossy(&output.stderr)
