@@ -84,32 +84,43 @@ pub(super) async fn apply_in(
     let locked = winners.conversation_ids();
     dispatch!(tx, lock_conversations(&locked, mirrored_at))?;
 
-    // The conversations' own events. Those whose participants are not known yet (a stub)
-    // had their messages announced to their authors only.
-    let unknown: HashSet<String> = if announce && !winners.conversations.is_empty() {
+    // The conversations' own events. What their rows held before: those whose participants
+    // were not known (a stub) had their messages announced to their authors only; those
+    // whose pair changes need their messages' `recipient_id` again (and only those: the
+    // refresh reads every message of a conversation).
+    let before = if winners.conversations.is_empty() {
+        HashMap::new()
+    } else {
         let ids: Vec<String> = (winners.conversations.iter())
             .filter_map(|p| p.event.key.conversation_id().map(str::to_string))
             .collect();
-        let known = dispatch!(tx, conversations_with_participants(&ids))?;
-        ids.into_iter().filter(|id| !known.contains(id)).collect()
-    } else {
-        HashSet::new()
+        dispatch!(tx, conversation_states(&ids))?
     };
     let rows: Vec<ConversationRow> = (winners.conversations.iter())
         .map(|p| ConversationRow::new(p))
         .collect();
     let conversations = dispatch!(tx, upsert_conversations(&rows, mirrored_at))?;
-    let participants_changed: Vec<String> = ids_of(&conversations)
-        .into_iter()
-        .map(str::to_string)
+    let changed: Vec<&ConversationRow> = (rows.iter())
+        .filter(|r| {
+            conversations.contains(&EntityKey::Conversation {
+                conversation_id: r.conversation_id.to_string(),
+            })
+        })
         .collect();
-    dispatch!(tx, refresh_recipients(&participants_changed))?;
+    let pair_changed: Vec<String> = (changed.iter())
+        .filter(|r| {
+            before.get(r.conversation_id).map(|b| &b.pair)
+                != Some(&(r.dm_pair_low.clone(), r.dm_pair_high.clone()))
+        })
+        .map(|r| r.conversation_id.to_string())
+        .collect();
+    dispatch!(tx, refresh_recipients(&pair_changed))?;
     if announce {
         // Now they are known, the other participants hear of the earlier messages; before
         // this chunk's messages are written, which are announced below with their own change.
-        let learned: Vec<String> = (participants_changed.iter())
-            .filter(|id| unknown.contains(*id))
-            .cloned()
+        let learned: Vec<String> = (changed.iter())
+            .filter(|r| before.get(r.conversation_id).is_none_or(|b| !b.known))
+            .map(|r| r.conversation_id.to_string())
             .collect();
         dispatch!(tx, announce_earlier_messages(&learned, Timestamp::now()))?;
     }
@@ -132,7 +143,7 @@ pub(super) async fn apply_in(
     };
     let messages = dispatch!(tx, upsert_messages(&rows, mirrored_at))?;
     let touched: Vec<String> = (ids_of(&messages).into_iter())
-        .chain(participants_changed.iter().map(String::as_str))
+        .chain(changed.iter().map(|r| r.conversation_id))
         .collect::<BTreeSet<&str>>()
         .into_iter()
         .map(str::to_string)

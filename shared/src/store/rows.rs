@@ -156,6 +156,15 @@ impl<'a> ConversationRow<'a> {
     }
 }
 
+/// A conversation row as a chunk finds it, before its own events: whether its participants
+/// are known (not a stub), and its pair (`dm_pair_low`, `dm_pair_high`), from which every
+/// message's `recipient_id` follows.
+#[derive(Debug)]
+pub(super) struct StoredConversation {
+    pub(super) known: bool,
+    pub(super) pair: (Option<String>, Option<String>),
+}
+
 #[derive(Debug, Serialize)]
 pub(super) struct FollowEdgeRow<'a> {
     pub(super) user_id: &'a str,

@@ -1,8 +1,6 @@
 //! The outbox of realtime delivery: rows written in the applying transaction, leased under
 //! one lock in id order, deleted once delivered (docs/streams.md).
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres};
 
@@ -122,22 +120,6 @@ pub(in crate::store) async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, S
         rows: rows as u64,
         oldest: oldest.and_then(Timestamp::new),
     })
-}
-
-/// Which of these conversations have their participants (not a stub, not missing).
-pub(in crate::store) async fn conversations_with_participants(
-    tx: &mut PgTx<'_>,
-    ids: &[String],
-) -> Result<HashSet<String>, StoreError> {
-    let rows: Vec<(String,)> = tx
-        .query_as(
-            "SELECT conversation_id FROM dm_conversations
-             WHERE conversation_id = ANY($1) AND cardinality(participant_ids) > 0",
-        )
-        .bind(ids)
-        .fetch_all(&mut *tx.connection)
-        .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// Announces the live messages of conversations whose participants just became known to

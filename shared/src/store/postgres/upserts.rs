@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::event::EntityKey;
-use crate::store::rows::{ConversationRow, FollowEdgeRow, MessageRow};
+use crate::store::rows::{ConversationRow, FollowEdgeRow, MessageRow, StoredConversation};
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 
@@ -256,4 +256,33 @@ pub(in crate::store) async fn message_authors(
         .fetch_all(&mut *tx.connection)
         .await?;
     Ok(rows.into_iter().map(|(c, m, a)| ((c, m), a)).collect())
+}
+
+/// What these conversations hold before the chunk's own events: whether their participants
+/// are known (not a stub) and their pair, by id; a conversation with no row is missing.
+pub(in crate::store) async fn conversation_states(
+    tx: &mut PgTx<'_>,
+    ids: &[String],
+) -> Result<HashMap<String, StoredConversation>, StoreError> {
+    let rows: Vec<(String, bool, Option<String>, Option<String>)> = tx
+        .query_as(
+            "SELECT conversation_id, coalesce(cardinality(participant_ids), 0) > 0,
+                    dm_pair_low, dm_pair_high
+             FROM dm_conversations WHERE conversation_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx.connection)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, known, low, high)| {
+            (
+                id,
+                StoredConversation {
+                    known,
+                    pair: (low, high),
+                },
+            )
+        })
+        .collect())
 }

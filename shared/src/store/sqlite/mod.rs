@@ -24,12 +24,12 @@ pub(super) use ledger::{
     applied_keys, current_ranks, prune_applied_keys, record_applied, DISCARD_APPLIED_KEYS,
 };
 pub(super) use outbox::{
-    announce_earlier_messages, conversations_with_participants, delete_outbox,
-    enqueue_announcements, lease_outbox, outbox_backlog,
+    announce_earlier_messages, delete_outbox, enqueue_announcements, lease_outbox, outbox_backlog,
 };
 pub(super) use plain::execute_admin;
 pub(super) use upserts::{
-    lock_conversations, message_authors, upsert_conversations, upsert_follow_edges, upsert_messages,
+    conversation_states, lock_conversations, message_authors, upsert_conversations,
+    upsert_follow_edges, upsert_messages,
 };
 
 fn json<T: Serialize>(rows: &T) -> String {

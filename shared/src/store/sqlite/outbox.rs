@@ -1,8 +1,6 @@
 //! The outbox of realtime delivery: rows written in the applying transaction, leased under
 //! the database's write lock in id order, deleted once delivered (docs/streams.md).
 
-use std::collections::HashSet;
-
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::store::announcement::{Announcement, Backlog, Change};
@@ -99,22 +97,6 @@ pub(in crate::store) async fn outbox_backlog(pool: &SqlitePool) -> Result<Backlo
         rows: rows as u64,
         oldest: oldest.and_then(|t| Timestamp::parse_rfc3339(&t).ok()),
     })
-}
-
-/// Which of these conversations have their participants; see the PostgreSQL dialect.
-pub(in crate::store) async fn conversations_with_participants(
-    c: &mut SqliteConnection,
-    ids: &[String],
-) -> Result<HashSet<String>, StoreError> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT conversation_id FROM dm_conversations
-         WHERE conversation_id IN (SELECT value FROM json_each(?1))
-           AND json_array_length(participant_ids) > 0",
-    )
-    .bind(json(&ids))
-    .fetch_all(c)
-    .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// The live messages of conversations whose participants just became known, to every

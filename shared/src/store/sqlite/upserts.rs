@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::SqliteConnection;
 
 use crate::event::EntityKey;
-use crate::store::rows::{ConversationRow, FollowEdgeRow, MessageRow};
+use crate::store::rows::{ConversationRow, FollowEdgeRow, MessageRow, StoredConversation};
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 
@@ -188,4 +188,31 @@ pub(in crate::store) async fn message_authors(
     .fetch_all(c)
     .await?;
     Ok(rows.into_iter().map(|(c, m, a)| ((c, m), a)).collect())
+}
+
+/// What these conversations hold before the chunk's own events; see the PostgreSQL dialect.
+pub(in crate::store) async fn conversation_states(
+    c: &mut SqliteConnection,
+    ids: &[String],
+) -> Result<HashMap<String, StoredConversation>, StoreError> {
+    let rows: Vec<(String, bool, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT conversation_id, coalesce(json_array_length(participant_ids), 0) > 0,
+                dm_pair_low, dm_pair_high
+         FROM dm_conversations WHERE conversation_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json(&ids))
+    .fetch_all(c)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, known, low, high)| {
+            (
+                id,
+                StoredConversation {
+                    known,
+                    pair: (low, high),
+                },
+            )
+        })
+        .collect())
 }
