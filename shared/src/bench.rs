@@ -45,6 +45,10 @@ pub struct Options {
     pub batch_size: usize,
     pub mode: Mode,
     pub seed: u64,
+    /// `--preload N`: before measuring, the scratch schema gets the workload's conversations
+    /// and N earlier messages spread over them, with their applied keys
+    /// ([`Store::preload`]), so that a run shows what history costs.
+    pub preload: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -83,6 +87,12 @@ pub struct Report {
     pub chunk_size: usize,
     pub max_connections: u32,
     pub seed: u64,
+    /// `--preload`: earlier messages in the store before the first batch, and the seconds
+    /// it took to write them (not counted in the figures below).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preloaded_messages: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preload_seconds: Option<f64>,
     /// Events over the time spent applying batches (generating them is not counted).
     pub events_per_s: f64,
     pub seconds: f64,
@@ -243,7 +253,20 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
             .await
             .map_err(|e| format!("cannot switch the scratch ledger off: {e}"))?;
     }
-    let mut stream = workload::stream(Spec::new(options.events, options.seed));
+    let spec = Spec::new(options.events, options.seed);
+    let mut preload_seconds = None;
+    if let Some(messages) = options.preload {
+        let started = Instant::now();
+        let mut shown =
+            |done: i64| eprintln!("mirrorctl bench: preloaded {done} of {messages} messages");
+        processor
+            .store()
+            .preload(messages, spec.conversations, &mut shown)
+            .await
+            .map_err(|e| format!("cannot preload the benchmark's store: {e}"))?;
+        preload_seconds = Some((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+    }
+    let mut stream = workload::stream(spec);
     let mut latencies: Vec<Duration> = Vec::new();
     let mut report = Report {
         mode: options.mode,
@@ -253,6 +276,8 @@ async fn measure(config: Config, options: &Options, batch_size: usize) -> Result
         chunk_size: config.chunk_size,
         max_connections: processor.store().max_connections(),
         seed: options.seed,
+        preloaded_messages: options.preload,
+        preload_seconds,
         events_per_s: 0.0,
         seconds: 0.0,
         batch_latency_ms: Latency::default(),

@@ -114,6 +114,11 @@ pub(crate) enum Command {
         /// The same seed and --events give the same stream, byte for byte.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Before measuring, fill the scratch schema with the stream's conversations and N
+        /// earlier messages spread over them, with their applied keys and planner
+        /// statistics (PostgreSQL): what a mirror's history costs each event.
+        #[arg(long, value_name = "N")]
+        preload: Option<u64>,
     },
     /// Forget the idempotency keys of events applied longer ago than --older-than (the
     /// table of applied keys grows with every event). Rows never change because of it: a

@@ -93,6 +93,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
             batch_size,
             mode,
             seed,
+            preload,
         } => {
             config.database_url = DatabaseUrl::new(cli.database_url);
             let options = realtime_mirror::bench::Options {
@@ -100,6 +101,7 @@ async fn run(cli: Cli) -> Result<u8, String> {
                 batch_size,
                 mode,
                 seed,
+                preload,
             };
             let lines = realtime_mirror::bench::run_all(config, &options).await?;
             let unsettled = |line: &serde_json::Value| {

@@ -87,6 +87,24 @@ impl Store {
         }
     }
 
+    /// `mirrorctl bench --preload N`, on its scratch store: `messages` earlier messages over
+    /// `conversations` conversations, with their applied keys (PostgreSQL).
+    pub async fn preload(
+        &self,
+        messages: u64,
+        conversations: usize,
+        progress: &mut (dyn FnMut(i64) + Send),
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(pool, _) => {
+                postgres::preload(pool, messages as i64, conversations as i64, progress).await
+            }
+            Store::Sqlite(_) => Err(StoreError::Other(
+                "--preload fills a PostgreSQL schema: set DATABASE_URL to postgres://…".into(),
+            )),
+        }
+    }
+
     /// One administrative statement (PostgreSQL: `mirrorctl bench`'s scratch schema).
     pub async fn execute_admin(&self, sql: &str) -> Result<(), StoreError> {
         match self {

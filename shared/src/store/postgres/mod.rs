@@ -33,7 +33,7 @@ pub(super) use ledger::{
 pub(super) use outbox::{
     announce_earlier_messages, delete_outbox, enqueue_announcements, lease_outbox, outbox_backlog,
 };
-pub(super) use plain::{execute_admin, write_plain};
+pub(super) use plain::{execute_admin, preload, write_plain};
 pub(super) use upserts::{
     conversation_states, lock_conversations, message_authors, upsert_conversations,
     upsert_follow_edges, upsert_messages,
