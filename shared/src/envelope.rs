@@ -228,8 +228,26 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
-/// PostgreSQL text cannot hold U+0000, so a body with one anywhere is refused whole.
+/// Whether any string or key in `value` holds U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL text cannot hold U+0000, so a body with one anywhere is refused whole. The
+/// walk that names where is taken only when there is one.
 fn reject_nul(value: &Value, path: &str) -> Result<(), Rejection> {
+    if !has_nul(value) {
+        return Ok(());
+    }
+    reject_nul_at(value, path)
+}
+
+fn reject_nul_at(value: &Value, path: &str) -> Result<(), Rejection> {
     match value {
         Value::String(s) if s.contains('\0') => Err(Rejection::NulCharacter(format!(
             "the string at {path} contains U+0000, which PostgreSQL text cannot hold"
@@ -237,14 +255,14 @@ fn reject_nul(value: &Value, path: &str) -> Result<(), Rejection> {
         Value::Array(items) => items
             .iter()
             .enumerate()
-            .try_for_each(|(i, item)| reject_nul(item, &format!("{path}[{i}]"))),
+            .try_for_each(|(i, item)| reject_nul_at(item, &format!("{path}[{i}]"))),
         Value::Object(map) => map.iter().try_for_each(|(key, item)| {
             if key.contains('\0') {
                 return Err(Rejection::NulCharacter(format!(
                     "a key in {path} contains U+0000, which PostgreSQL text cannot hold"
                 )));
             }
-            reject_nul(item, &format!("{path}.{key}"))
+            reject_nul_at(item, &format!("{path}.{key}"))
         }),
         _ => Ok(()),
     }
@@ -260,8 +278,12 @@ fn embedded_document(
         Some(Value::Object(map)) => Ok(Some(map.clone())),
         Some(Value::String(text)) => match parse_json(text) {
             Ok(Value::Object(map)) => {
-                reject_nul(&Value::Object(map.clone()), &format!("$.data.{key}"))?;
-                Ok(Some(map))
+                let document = Value::Object(map);
+                reject_nul(&document, &format!("$.data.{key}"))?;
+                match document {
+                    Value::Object(map) => Ok(Some(map)),
+                    _ => unreachable!("made an object above"),
+                }
             }
             Ok(Value::Null) => Ok(None),
             Ok(other) => Err(Rejection::InvalidField(format!(

@@ -152,3 +152,47 @@ fn bench_ceiling_on_sqlite_is_refused_with_the_reason() {
     );
     assert!(!std::path::Path::new("/tmp/never-created.db").exists());
 }
+
+/// `--preload N` (docs/operating.md): the history it writes is older than the stream, so the
+/// stream's outcomes are those of a run without it; the line says how much was preloaded;
+/// SQLite is refused with the reason, and no scratch schema is left behind.
+#[tokio::test]
+async fn bench_preload_writes_a_history_older_than_the_stream_and_changes_no_outcome() {
+    let base = mirror_tests::test_database_url();
+    let args = ["--events", "1200", "--batch-size", "300", "--seed", "4"];
+    let (code, plain, stderr, _) = bench(&base, &args);
+    assert_eq!(code, 0, "{stderr}");
+    let mut preloaded_args = args.to_vec();
+    preloaded_args.extend(["--preload", "5000"]);
+    let (code, preloaded, stderr, pid) = bench(&base, &preloaded_args);
+    assert_eq!(code, 0, "{stderr}");
+    let counts = |line: &Value| {
+        ["applied", "duplicates", "stale", "rejected", "failed"].map(|k| line[k].clone())
+    };
+    assert_eq!(counts(&plain[0]), counts(&preloaded[0]));
+    assert_eq!(preloaded[0]["preloaded_messages"], 5000);
+    assert!(preloaded[0]["preload_seconds"].as_f64().is_some());
+    assert!(plain[0].get("preloaded_messages").is_none());
+    assert!(
+        stderr.contains("preloaded 5000 of 5000 messages"),
+        "{stderr}"
+    );
+    let mut connection = sqlx::PgConnection::connect(&base).await.unwrap();
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+        .bind(format!("mirror_bench_{pid}"))
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the preloaded scratch schema is removed");
+
+    let dir = std::env::temp_dir().join(format!("bench-preload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sqlite = format!("sqlite://{}/mirror.db", dir.display());
+    let (code, _, stderr, _) = bench(&sqlite, &["--events", "10", "--preload", "10"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("--preload fills a PostgreSQL schema"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
