@@ -165,6 +165,21 @@ pub(super) struct StoredConversation {
     pub(super) pair: (Option<String>, Option<String>),
 }
 
+/// `conversation_id`, whether participants are known, `dm_pair_low`, `dm_pair_high`: as
+/// both dialects read a [`StoredConversation`].
+pub(super) type StoredRow = (String, bool, Option<String>, Option<String>);
+
+impl StoredConversation {
+    pub(super) fn by_id(rows: Vec<StoredRow>) -> std::collections::HashMap<String, Self> {
+        (rows.into_iter())
+            .map(|(id, known, low, high)| {
+                let pair = (low, high);
+                (id, StoredConversation { known, pair })
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(super) struct FollowEdgeRow<'a> {
     pub(super) user_id: &'a str,

@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::event::EntityKey;
-use crate::store::rows::{ConversationRow, FollowEdgeRow, MessageRow, StoredConversation};
+use crate::store::rows::{
+    ConversationRow, FollowEdgeRow, MessageRow, StoredConversation, StoredRow,
+};
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 
@@ -264,7 +266,7 @@ pub(in crate::store) async fn conversation_states(
     tx: &mut PgTx<'_>,
     ids: &[String],
 ) -> Result<HashMap<String, StoredConversation>, StoreError> {
-    let rows: Vec<(String, bool, Option<String>, Option<String>)> = tx
+    let rows: Vec<StoredRow> = tx
         .query_as(
             "SELECT conversation_id, coalesce(cardinality(participant_ids), 0) > 0,
                     dm_pair_low, dm_pair_high
@@ -273,16 +275,5 @@ pub(in crate::store) async fn conversation_states(
         .bind(ids)
         .fetch_all(&mut *tx.connection)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, known, low, high)| {
-            (
-                id,
-                StoredConversation {
-                    known,
-                    pair: (low, high),
-                },
-            )
-        })
-        .collect())
+    Ok(StoredConversation::by_id(rows))
 }

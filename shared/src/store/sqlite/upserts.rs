@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 use sqlx::SqliteConnection;
 
 use crate::event::EntityKey;
-use crate::store::rows::{ConversationRow, FollowEdgeRow, MessageRow, StoredConversation};
+use crate::store::rows::{
+    ConversationRow, FollowEdgeRow, MessageRow, StoredConversation, StoredRow,
+};
 use crate::store::StoreError;
 use crate::timestamp::Timestamp;
 
@@ -195,7 +197,7 @@ pub(in crate::store) async fn conversation_states(
     c: &mut SqliteConnection,
     ids: &[String],
 ) -> Result<HashMap<String, StoredConversation>, StoreError> {
-    let rows: Vec<(String, bool, Option<String>, Option<String>)> = sqlx::query_as(
+    let rows: Vec<StoredRow> = sqlx::query_as(
         "SELECT conversation_id, coalesce(json_array_length(participant_ids), 0) > 0,
                 dm_pair_low, dm_pair_high
          FROM dm_conversations WHERE conversation_id IN (SELECT value FROM json_each(?1))",
@@ -203,16 +205,5 @@ pub(in crate::store) async fn conversation_states(
     .bind(json(&ids))
     .fetch_all(c)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, known, low, high)| {
-            (
-                id,
-                StoredConversation {
-                    known,
-                    pair: (low, high),
-                },
-            )
-        })
-        .collect())
+    Ok(StoredConversation::by_id(rows))
 }
