@@ -16,9 +16,10 @@
 //! arise between any number of writers, of any mix of families.
 //!
 //! **Each statement once.** Whatever the mix, a transaction runs each statement at most once:
-//! one conversation lock, one upsert per table, one `recipient_id` and one `last_message_*`
-//! refresh for every conversation it touched, one ledger insert, one outbox insert (and the
-//! announcement of earlier messages when conversations' participants became known).
+//! one conversation lock, one upsert per table, one `recipient_id` refresh (for the
+//! conversations whose pair changed) and one `last_message_*` refresh (for every
+//! conversation it touched), one ledger insert, one outbox insert (and the announcement of
+//! earlier messages when conversations' participants became known).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -100,12 +101,9 @@ pub(super) async fn apply_in(
         .map(|p| ConversationRow::new(p))
         .collect();
     let conversations = dispatch!(tx, upsert_conversations(&rows, mirrored_at))?;
+    let applied_ids = ids_of(&conversations);
     let changed: Vec<&ConversationRow> = (rows.iter())
-        .filter(|r| {
-            conversations.contains(&EntityKey::Conversation {
-                conversation_id: r.conversation_id.to_string(),
-            })
-        })
+        .filter(|r| applied_ids.contains(r.conversation_id))
         .collect();
     let pair_changed: Vec<String> = (changed.iter())
         .filter(|r| {

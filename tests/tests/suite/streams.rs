@@ -246,8 +246,8 @@ async fn a_stub_conversations_messages_reach_its_participants_once_they_are_know
     }
 }
 
-/// A conversation and its first messages in one batch are applied by two chunks at once,
-/// in either order: each participant hears each message exactly once either way.
+/// A conversation and its first messages in one batch (one transaction, in any order of the
+/// records): each participant hears each message exactly once.
 #[tokio::test]
 async fn a_conversation_and_its_messages_in_one_batch_reach_every_participant_once() {
     let redis = test_redis_url();
@@ -269,6 +269,48 @@ async fn a_conversation_and_its_messages_in_one_batch_reach_every_participant_on
                 ids.sort();
                 assert_eq!(ids, ["m1", "m2"], "{} round {round}", mirror.url);
             }
+        }
+    }
+}
+
+/// Messages of a stub conversation were committed before; then one batch brings the
+/// conversation's participants and a new message: the other participant hears the earlier
+/// message once (as `message.created`) and the new one once, not again as an earlier message
+/// of the conversation it just learned of (docs/architecture.md, "The write path").
+#[tokio::test]
+async fn a_batch_that_makes_a_conversation_known_announces_its_own_messages_once() {
+    let redis = test_redis_url();
+    for mirror in both().await {
+        let processor = mirror.announcing(&redis, Config::default()).await;
+        for round in 0..3 {
+            let (a, b) = (unique_name("a"), unique_name("b"));
+            let conv = unique_name("conv");
+            announce(
+                &processor,
+                &[message(&conv, "m1", &a, "x", "2025-10-08T12:01:00Z")],
+            )
+            .await;
+            let mut events = vec![
+                conversation(&conv, &[&a, &b], "2025-10-08T12:00:00Z"),
+                message(&conv, "m2", &a, "y", "2025-10-08T12:02:00Z"),
+            ];
+            events.rotate_left(round % 2);
+            announce(&processor, &events).await;
+            let ids = |seen: Vec<(String, String, String)>| -> Vec<String> {
+                seen.into_iter().map(|s| s.1).collect()
+            };
+            assert_eq!(
+                ids(seen(&redis, &b).await),
+                ["m1", "m2"],
+                "{} round {round}",
+                mirror.url
+            );
+            assert_eq!(
+                ids(seen(&redis, &a).await),
+                ["m1", "m2"],
+                "{} round {round}",
+                mirror.url
+            );
         }
     }
 }
