@@ -17,13 +17,15 @@
 //!
 //! **Each statement once.** Whatever the mix, a transaction runs each statement at most once:
 //! one conversation lock, one upsert per table, one `recipient_id` refresh (for the
-//! conversations whose pair changed) and one `last_message_*` refresh (for every
-//! conversation it touched), one ledger insert, one outbox insert (and the announcement of
-//! earlier messages when conversations' participants became known).
+//! conversations whose pair changed), one `last_message_*` update moved forward from the
+//! messages written (`newest.rs`) and one full refresh for the conversations that need it,
+//! one ledger insert, one outbox insert (and the announcement of earlier messages when
+//! conversations' participants became known).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::announcement::Change;
+use super::newest::newest;
 use super::plan::plan;
 use super::rows::{ConversationRow, FollowEdgeRow, MessageRow};
 use super::tx::Tx;
@@ -83,7 +85,7 @@ pub(super) async fn apply_in(
     // 1. The conversations, in key order: after this statement every message of them is
     //    visible and no other writer changes them until this transaction ends.
     let locked = winners.conversation_ids();
-    dispatch!(tx, lock_conversations(&locked, mirrored_at))?;
+    let summaries = dispatch!(tx, lock_conversations(&locked, mirrored_at))?;
 
     // The conversations' own events. What their rows held before: those whose participants
     // were not known (a stub) had their messages announced to their authors only; those
@@ -140,13 +142,17 @@ pub(super) async fn apply_in(
         dispatch!(tx, message_authors(&deleted))?
     };
     let messages = dispatch!(tx, upsert_messages(&rows, mirrored_at))?;
-    let touched: Vec<String> = (ids_of(&messages).into_iter())
-        .chain(changed.iter().map(|r| r.conversation_id))
-        .collect::<BTreeSet<&str>>()
+    // `last_message_*`: moved forward from the messages written where that is exact, by the
+    // full definition for the rest and for the conversations whose own events applied.
+    let own: HashSet<&str> = changed.iter().map(|r| r.conversation_id).collect();
+    let newest = newest(&rows, &winners.messages, &messages, &summaries, &own);
+    dispatch!(tx, write_last_messages(&newest.set))?;
+    let recompute: Vec<String> = (own.iter().chain(&newest.recompute))
+        .collect::<BTreeSet<_>>()
         .into_iter()
-        .map(str::to_string)
+        .map(|id| id.to_string())
         .collect();
-    dispatch!(tx, refresh_conversations(&touched))?;
+    dispatch!(tx, refresh_conversations(&recompute))?;
     let changes: Vec<Change> = if announce {
         changes(&rows, &winners.messages, &messages, &authors)
     } else {

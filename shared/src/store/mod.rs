@@ -30,6 +30,7 @@ mod connect;
 mod error;
 mod inconsistency;
 mod integrity;
+mod newest;
 mod outbox;
 mod plan;
 mod postgres;

@@ -3,9 +3,10 @@
 
 use sqlx::PgPool;
 
+use crate::store::newest::LastMessage;
 use crate::store::StoreError;
 
-use super::PgTx;
+use super::{column, PgTx};
 
 /// Runs one derived-column refresh over the conversations `ids`; returns how many rows it
 /// changed. Planned at every execution (unnamed): a cached generic plan made while the tables
@@ -118,6 +119,37 @@ pub(in crate::store) async fn refresh_conversations(
         ),
     )
     .await
+}
+
+/// Writes the `last_message_*` a chunk's messages gave (see `store::newest`) where they
+/// differ; returns how many rows changed. The rows are locked already.
+pub(in crate::store) async fn write_last_messages(
+    tx: &mut PgTx<'_>,
+    rows: &[LastMessage<'_>],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let done = tx
+        .query(
+            "UPDATE dm_conversations c SET
+                 last_message_id = u.id, last_message_at = u.at,
+                 last_message_preview = u.preview, last_message_author_id = u.author
+             FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+                  AS u(conversation_id, id, at, preview, author)
+             WHERE c.conversation_id = u.conversation_id
+               AND (c.last_message_id, c.last_message_at, c.last_message_preview,
+                    c.last_message_author_id)
+                   IS DISTINCT FROM (u.id, u.at, u.preview, u.author)",
+        )
+        .bind(column(rows, |r| r.conversation_id))
+        .bind(column(rows, |r| r.message_id))
+        .bind(column(rows, |r| r.at.as_datetime()))
+        .bind(column(rows, |r| r.preview.as_deref()))
+        .bind(column(rows, |r| r.author_id))
+        .execute(&mut *tx.connection)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 /// Locks the existing conversation rows `ids` (sorted, distinct) in key order, as every

@@ -21,7 +21,7 @@ use crate::timestamp::Timestamp;
 
 pub(super) use derived::{
     analyze, conversation_ids_after, lock_existing_conversations, refresh_conversations,
-    refresh_recipients,
+    refresh_recipients, write_last_messages,
 };
 pub(super) use integrity::{
     check_cursor, dump, live_keys_after, rows_for_keys, save_check_cursor, seen_add, seen_among,

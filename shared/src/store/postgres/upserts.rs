@@ -2,7 +2,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
+
 use crate::event::EntityKey;
+use crate::store::newest::{Summary, SummaryRow};
 use crate::store::rows::{
     ConversationRow, FollowEdgeRow, MessageRow, StoredConversation, StoredRow,
 };
@@ -13,14 +16,15 @@ use super::{column, datetime, PgTx};
 
 /// Locks the conversation rows `ids` (sorted, distinct), creating the missing ones as stubs,
 /// before anything of them is read: every writer of a conversation's messages or derived
-/// columns holds this lock, so each statement after it sees every committed message.
+/// columns holds this lock, so each statement after it sees every committed message. Returns
+/// what each row's `last_message_*` were, as the lock found them.
 pub(in crate::store) async fn lock_conversations(
     tx: &mut PgTx<'_>,
     ids: &[String],
     at: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<HashMap<String, Summary>, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     // One pass in key order that inserts the missing rows and locks the existing ones: ON
     // CONFLICT DO UPDATE locks the conflicting row even when its WHERE is false (and waits
@@ -41,15 +45,24 @@ pub(in crate::store) async fn lock_conversations(
     .await?;
     // Checked, not trusted: a new statement (a new snapshot) sees every row, and re-locking
     // rows this transaction holds does not wait.
-    let (locked,): (i64,) = tx
+    let rows: Vec<SummaryRow<DateTime<Utc>>> = tx
         .query_as(
-            "SELECT count(*) FROM (SELECT 1 FROM dm_conversations WHERE conversation_id = ANY($1)
-                              FOR NO KEY UPDATE) AS locked",
+            "SELECT conversation_id, deleted_at IS NOT NULL,
+                    last_message_id IS NULL AND last_message_at IS NULL
+                        AND last_message_preview IS NULL AND last_message_author_id IS NULL,
+                    (last_message_id, last_message_at, last_message_preview,
+                     last_message_author_id)
+                        IS NOT DISTINCT FROM (doc_last_message_id, doc_last_message_at,
+                                              doc_last_message_preview,
+                                              doc_last_message_author_id),
+                    last_message_id, last_message_at
+             FROM dm_conversations WHERE conversation_id = ANY($1) FOR NO KEY UPDATE",
         )
         .bind(ids)
-        .fetch_one(&mut *tx.connection)
+        .fetch_all(&mut *tx.connection)
         .await?;
-    crate::store::error::check_locked(locked, ids.len())
+    crate::store::error::check_locked(rows.len() as i64, ids.len())?;
+    Ok(Summary::by_id(rows, Timestamp::new))
 }
 
 /// `recipient_id` is derived in the same statement from the (locked) conversation row.

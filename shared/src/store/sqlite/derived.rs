@@ -3,6 +3,7 @@
 
 use sqlx::{SqliteConnection, SqlitePool};
 
+use crate::store::newest::LastMessage;
 use crate::store::StoreError;
 
 use super::json;
@@ -91,6 +92,43 @@ pub(in crate::store) async fn refresh_conversations(
                IS NOT (v.id_, v.at_, v.preview_, v.author_)"
     ))
     .bind(json(&ids))
+    .execute(c)
+    .await?
+    .rows_affected();
+    Ok(changed)
+}
+
+/// As PostgreSQL's: writes the `last_message_*` a chunk's messages gave where they differ.
+pub(in crate::store) async fn write_last_messages(
+    c: &mut SqliteConnection,
+    rows: &[LastMessage<'_>],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let values: Vec<_> = (rows.iter())
+        .map(|r| {
+            (
+                r.conversation_id,
+                r.message_id,
+                r.at.to_string(),
+                &r.preview,
+                r.author_id,
+            )
+        })
+        .collect();
+    let changed = sqlx::query(
+        "UPDATE dm_conversations SET
+             last_message_id = u.id, last_message_at = u.at,
+             last_message_preview = u.preview, last_message_author_id = u.author
+         FROM (SELECT value ->> 0 AS conversation_id, value ->> 1 AS id, value ->> 2 AS at,
+                      value ->> 3 AS preview, value ->> 4 AS author
+               FROM json_each(?1)) AS u
+         WHERE dm_conversations.conversation_id = u.conversation_id
+           AND (last_message_id, last_message_at, last_message_preview, last_message_author_id)
+               IS NOT (u.id, u.at, u.preview, u.author)",
+    )
+    .bind(json(&values))
     .execute(c)
     .await?
     .rows_affected();

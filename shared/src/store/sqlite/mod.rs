@@ -15,6 +15,7 @@ use serde::Serialize;
 
 pub(super) use derived::{
     conversation_ids_after, lock_existing_conversations, refresh_conversations, refresh_recipients,
+    write_last_messages,
 };
 pub(super) use integrity::{
     check_cursor, dump, live_keys_after, rows_for_keys, save_check_cursor, seen_add, seen_among,

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::SqliteConnection;
 
 use crate::event::EntityKey;
+use crate::store::newest::{Summary, SummaryRow};
 use crate::store::rows::{
     ConversationRow, FollowEdgeRow, MessageRow, StoredConversation, StoredRow,
 };
@@ -14,25 +15,41 @@ use crate::timestamp::Timestamp;
 use super::json;
 
 /// SQLite has one writer at a time (`BEGIN IMMEDIATE`), so creating the stubs is all the
-/// locking there is to do.
+/// locking there is to do. Returns what each row's `last_message_*` were, as PostgreSQL's.
 pub(in crate::store) async fn lock_conversations(
     c: &mut SqliteConnection,
     ids: &[String],
     at: Timestamp,
-) -> Result<(), StoreError> {
+) -> Result<HashMap<String, Summary>, StoreError> {
     if ids.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
+    let ids = json(&ids);
     sqlx::query(
         "INSERT INTO dm_conversations (conversation_id, sync_source, mirrored_at)
          SELECT value, 'derived', ?2 FROM json_each(?1) WHERE true
          ON CONFLICT (conversation_id) DO NOTHING",
     )
-    .bind(json(&ids))
+    .bind(&ids)
     .bind(at.to_string())
-    .execute(c)
+    .execute(&mut *c)
     .await?;
-    Ok(())
+    let rows: Vec<SummaryRow<String>> = sqlx::query_as(
+        "SELECT conversation_id, deleted_at IS NOT NULL,
+                last_message_id IS NULL AND last_message_at IS NULL
+                    AND last_message_preview IS NULL AND last_message_author_id IS NULL,
+                (last_message_id, last_message_at, last_message_preview, last_message_author_id)
+                    IS (doc_last_message_id, doc_last_message_at, doc_last_message_preview,
+                        doc_last_message_author_id),
+                last_message_id, last_message_at
+         FROM dm_conversations WHERE conversation_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&ids)
+    .fetch_all(c)
+    .await?;
+    Ok(Summary::by_id(rows, |at| {
+        Timestamp::parse_rfc3339(&at).ok()
+    }))
 }
 
 pub(in crate::store) async fn upsert_messages(
