@@ -6,7 +6,7 @@
 //! the sender's other devices hear their own message). Duplicates and stale events write
 //! nothing. After the commit, [`Store::lease_outbox`] hands the rows out in id order under
 //! one lock for all drainers — so per conversation they reach Redis in commit order — and
-//! [`OutboxLease::delivered`] deletes them.
+//! [`OutboxLease::delivered`] deletes them, in the lease's transaction.
 
 use sqlx::{Postgres, Sqlite, Transaction};
 
@@ -26,15 +26,13 @@ enum LeaseTx {
 }
 
 impl OutboxLease {
-    /// Deletes the leased rows and releases the lock.
+    /// Deletes the leased rows (PostgreSQL's lease deleted them already: its commit is the
+    /// deletion) and releases the lock.
     pub async fn delivered(self) -> Result<(), StoreError> {
-        let ids: Vec<i64> = self.announcements.iter().map(|a| a.id).collect();
         match self.tx {
-            LeaseTx::Postgres(mut tx) => {
-                postgres::delete_outbox(&mut tx, &ids).await?;
-                tx.commit().await?;
-            }
+            LeaseTx::Postgres(tx) => tx.commit().await?,
             LeaseTx::Sqlite(mut tx) => {
+                let ids: Vec<i64> = self.announcements.iter().map(|a| a.id).collect();
                 sqlite::delete_outbox(&mut tx, &ids).await?;
                 tx.commit().await?;
             }

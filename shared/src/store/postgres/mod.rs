@@ -31,7 +31,7 @@ pub(super) use ledger::{
     applied_keys, current_ranks, prune_applied_keys, record_applied, DISCARD_APPLIED_KEYS,
 };
 pub(super) use outbox::{
-    announce_earlier_messages, delete_outbox, enqueue_announcements, lease_outbox, outbox_backlog,
+    announce_earlier_messages, enqueue_announcements, lease_outbox, outbox_backlog,
 };
 pub(super) use plain::{execute_admin, preload, write_plain};
 pub(super) use upserts::{

@@ -73,41 +73,41 @@ fn announcement(row: AnnouncementRow) -> Announcement {
     }
 }
 
+/// Takes the oldest `limit` rows out of the outbox, in id order, under the one drainer
+/// lock: deleted in this transaction, so committing it is the delivery's acknowledgement and
+/// rolling it back (a failed `XADD`, a dropped lease) puts them back. The commit does not
+/// wait for the disk: a crash that lost it would deliver the rows again, which a failure
+/// between `XADD` and commit does anyway (at least once), and each page saves a flush.
 pub(in crate::store) async fn lease_outbox(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     limit: i64,
 ) -> Result<Vec<Announcement>, StoreError> {
     // A drainer stuck behind another for this long gives up; its rows wait for the next.
-    sqlx::query("SET LOCAL lock_timeout = '5s'")
-        .persistent(false)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "SELECT set_config('lock_timeout', '5s', true),
+                set_config('synchronous_commit', 'off', true)",
+    )
+    .persistent(false)
+    .execute(&mut **tx)
+    .await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .persistent(false)
         .bind(OUTBOX_LOCK)
         .execute(&mut **tx)
         .await?;
     let rows: Vec<AnnouncementRow> = sqlx::query_as(
-        "SELECT id, user_id, kind, conversation_id, message_id, sender_id, version, enqueued_at
-         FROM mirror_stream_outbox ORDER BY id LIMIT $1",
+        "DELETE FROM mirror_stream_outbox
+         WHERE id IN (SELECT id FROM mirror_stream_outbox ORDER BY id LIMIT $1)
+         RETURNING id, user_id, kind, conversation_id, message_id, sender_id, version,
+                   enqueued_at",
     )
     .persistent(false)
     .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.into_iter().map(announcement).collect())
-}
-
-pub(in crate::store) async fn delete_outbox(
-    tx: &mut sqlx::Transaction<'static, Postgres>,
-    ids: &[i64],
-) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM mirror_stream_outbox WHERE id = ANY($1)")
-        .persistent(false)
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let mut announcements: Vec<Announcement> = rows.into_iter().map(announcement).collect();
+    announcements.sort_unstable_by_key(|a| a.id);
+    Ok(announcements)
 }
 
 pub(in crate::store) async fn outbox_backlog(pool: &PgPool) -> Result<Backlog, StoreError> {
