@@ -142,16 +142,14 @@ pub(super) async fn apply_in(
         dispatch!(tx, message_authors(&deleted))?
     };
     let messages = dispatch!(tx, upsert_messages(&rows, mirrored_at))?;
-    // `last_message_*`: moved forward from the messages written where that is exact, by the
-    // full definition for the rest and for the conversations whose own events applied.
-    let own: HashSet<&str> = changed.iter().map(|r| r.conversation_id).collect();
+    // `last_message_*`: moved forward from what the chunk wrote where that is exact, by the
+    // full definition for the rest.
+    let own: HashMap<&str, bool> = (changed.iter())
+        .map(|r| (r.conversation_id, r.common.deleted_at.is_some()))
+        .collect();
     let newest = newest(&rows, &winners.messages, &messages, &summaries, &own);
     dispatch!(tx, write_last_messages(&newest.set))?;
-    let recompute: Vec<String> = (own.iter().chain(&newest.recompute))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(|id| id.to_string())
-        .collect();
+    let recompute: Vec<String> = newest.recompute.iter().map(|id| id.to_string()).collect();
     dispatch!(tx, refresh_conversations(&recompute))?;
     let changes: Vec<Change> = if announce {
         changes(&rows, &winners.messages, &messages, &authors)

@@ -6,9 +6,12 @@
 //! definition, which reads a conversation's newest message back, stays the one repair and the
 //! self-check use. A writer needs it far less often: it holds the conversation's lock, its
 //! stored `last_message_*` were right when the lock was taken, and it knows every message it
-//! changed. So for a conversation the chunk touched through messages only, with the newest
-//! live message the chunk wrote (`C`) and the stored newest (`L`):
-//! - a tombstoned conversation keeps NULL: nothing to write;
+//! changed. So for a conversation the chunk touched, with the newest live message the chunk
+//! wrote (`C`) and the stored newest (`L`):
+//! - a conversation tombstoned now gets NULL; one that was and stays a tombstone keeps NULL;
+//! - one whose own event applied otherwise, and which was a tombstone or whose `L` may be
+//!   the document's fields: the full definition (its document counts only while no message
+//!   is mirrored, which the row cannot tell); else its document does not matter, and:
 //! - `L` is NULL: no live message was stored, so `C` is the newest (or, without `C`, NULL
 //!   stays);
 //! - `C` is at least `L`: `C` is the newest, whichever message `L` came from;
@@ -17,7 +20,7 @@
 //! - otherwise (the chunk edited or deleted the newest message, or `L` may be the document's
 //!   fields, which no mirrored message may show): the full definition, for that conversation.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::rows::MessageRow;
 use super::Pending;
@@ -68,15 +71,37 @@ impl Summary {
     }
 }
 
-/// The new `last_message_*` of one conversation.
+/// The new `last_message_*` of one conversation: a message's, or all NULL.
 #[derive(Debug, PartialEq)]
 pub(super) struct LastMessage<'a> {
     pub(super) conversation_id: &'a str,
-    pub(super) message_id: &'a str,
-    pub(super) at: Timestamp,
+    pub(super) message_id: Option<&'a str>,
+    pub(super) at: Option<Timestamp>,
     /// The first 140 characters of the body, as the full definition cuts it.
     pub(super) preview: Option<String>,
     pub(super) author_id: Option<&'a str>,
+}
+
+impl<'a> LastMessage<'a> {
+    fn of(conversation_id: &'a str, message: &MessageRow<'a>, at: Timestamp) -> Self {
+        LastMessage {
+            conversation_id,
+            message_id: Some(message.message_id),
+            at: Some(at),
+            preview: message.body.map(|b| b.chars().take(140).collect()),
+            author_id: message.author_id,
+        }
+    }
+
+    fn none(conversation_id: &'a str) -> Self {
+        LastMessage {
+            conversation_id,
+            message_id: None,
+            at: None,
+            preview: None,
+            author_id: None,
+        }
+    }
 }
 
 /// What the chunk's messages do to `last_message_*`: the values to write, and the
@@ -101,18 +126,18 @@ struct Written<'r, 'a> {
 
 /// `rows` are the chunk's message rows and `winners` their events, in the same order;
 /// `applied` the keys the upsert wrote; `summaries` what the lock read of every conversation
-/// the chunk names. Conversations in `recomputed` get the full definition anyway (their own
-/// events changed them) and are left out.
+/// the chunk names; `own` the conversations whose own event applied, each with whether it is
+/// a tombstone now.
 pub(super) fn newest<'a>(
     rows: &[MessageRow<'a>],
     winners: &[&Pending],
     applied: &HashSet<EntityKey>,
     summaries: &HashMap<String, Summary>,
-    recomputed: &HashSet<&str>,
+    own: &HashMap<&'a str, bool>,
 ) -> Newest<'a> {
     let mut written: BTreeMap<&'a str, Written> = BTreeMap::new();
     for (row, pending) in rows.iter().zip(winners) {
-        if recomputed.contains(row.conversation_id) || !applied.contains(&pending.event.key) {
+        if !applied.contains(&pending.event.key) {
             continue;
         }
         let stored = summaries.get(row.conversation_id);
@@ -136,14 +161,31 @@ pub(super) fn newest<'a>(
         }
     }
     let mut plan = Newest::default();
-    for (conversation_id, w) in written {
+    let touched: BTreeSet<&'a str> = written.keys().chain(own.keys()).copied().collect();
+    for conversation_id in touched {
         let Some(stored) = summaries.get(conversation_id) else {
             plan.recompute.push(conversation_id);
             continue;
         };
-        if stored.deleted {
-            continue;
+        match own.get(conversation_id) {
+            // Tombstoned now: NULL, whatever its messages.
+            Some(true) => {
+                if !stored.blank {
+                    plan.set.push(LastMessage::none(conversation_id));
+                }
+                continue;
+            }
+            // Its document changed: that matters only while no message is mirrored, which
+            // a row that was a tombstone or may show the document's fields cannot tell.
+            Some(false) if stored.deleted || stored.as_document => {
+                plan.recompute.push(conversation_id);
+                continue;
+            }
+            Some(false) => {}
+            None if stored.deleted => continue,
+            None => {}
         }
+        let w = written.remove(conversation_id).unwrap_or_default();
         if w.untimed {
             plan.recompute.push(conversation_id);
             continue;
@@ -158,13 +200,7 @@ pub(super) fn newest<'a>(
             (None, _) => false,
         };
         match w.candidate {
-            Some((c, at)) if ahead => plan.set.push(LastMessage {
-                conversation_id,
-                message_id: c.message_id,
-                at,
-                preview: c.body.map(|b| b.chars().take(140).collect()),
-                author_id: c.author_id,
-            }),
+            Some((c, at)) if ahead => plan.set.push(LastMessage::of(conversation_id, c, at)),
             // No live message was stored and none was written (only tombstones): NULL stays.
             _ if stored.blank => {}
             // The stored newest message is untouched, and it is a message's.

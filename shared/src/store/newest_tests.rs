@@ -98,21 +98,15 @@ proptest! {
         unapplied in prop::collection::vec(any::<bool>(), 5),
         deleted in prop::bool::weighted(0.15),
         document_kind in 0u8..4,
+        own_event in prop::option::weighted(0.3, (prop::bool::weighted(0.3), 0u8..4)),
     ) {
-        // The document's own fields: none, its own, partial, or the very values of the
-        // newest stored message (so the stored row cannot tell which one it shows).
-        let document: Last = match document_kind {
-            0 => blank(),
-            1 => (Some("doc".into()), Some(at(9)), Some("doc".into()), Some("u9".into())),
-            2 => (None, Some(at(1)), Some("doc".into()), None),
-            _ => rule(false, &stored, &blank()),
-        };
-        let before = rule(deleted, &stored, &document);
+        let before_document = document(document_kind, &stored);
+        let before = rule(deleted, &stored, &before_document);
         let summary = Summary {
             deleted,
             newest: before.1.zip(before.0.clone()),
             blank: before == blank(),
-            as_document: before == document,
+            as_document: before == before_document,
         };
         let events: Vec<(String, Pending)> = (chunk.iter().enumerate())
             .map(|(i, (id, m))| (id.clone(), pending(id, m, 10 + i as i64)))
@@ -127,11 +121,18 @@ proptest! {
                 after.insert(id.clone(), m.clone());
             }
         }
-        let expected = rule(deleted, &after, &document);
+        // The conversation's own event, when one applied: tombstoned or not now, and its
+        // document's fields now.
+        let (deleted_after, document_after) = match own_event {
+            Some((tombstone, kind)) => (tombstone, document(kind, &stored)),
+            None => (deleted, before_document),
+        };
+        let expected = rule(deleted_after, &after, &document_after);
         let summaries = HashMap::from([("c1".to_string(), summary)]);
-        let plan = newest(&rows, &winners, &applied, &summaries, &HashSet::new());
+        let own: HashMap<&str, bool> = own_event.map(|(t, _)| ("c1", t)).into_iter().collect();
+        let plan = newest(&rows, &winners, &applied, &summaries, &own);
         let written = (plan.set.iter()).find(|l| l.conversation_id == "c1").map(|l| {
-            (Some(l.message_id.to_string()), Some(l.at), l.preview.clone(),
+            (l.message_id.map(str::to_string), l.at, l.preview.clone(),
              l.author_id.map(str::to_string))
         });
         let actual = match written {
@@ -140,6 +141,22 @@ proptest! {
             None => before.clone(),
         };
         prop_assert_eq!(actual, expected, "plan {:?}", plan);
+    }
+}
+
+/// A document's own fields: none, its own, partial, or the very values of the newest stored
+/// message (so the stored row cannot tell which one it shows).
+fn document(kind: u8, stored: &BTreeMap<String, Message>) -> Last {
+    match kind {
+        0 => blank(),
+        1 => (
+            Some("doc".into()),
+            Some(at(9)),
+            Some("doc".into()),
+            Some("u9".into()),
+        ),
+        2 => (None, Some(at(1)), Some("doc".into()), None),
+        _ => rule(false, stored, &blank()),
     }
 }
 
@@ -164,8 +181,10 @@ fn plan_for(id: &str, write: &Message) -> (Vec<String>, usize) {
     let rows = [MessageRow::new(&p)];
     let applied = HashSet::from([p.event.key.clone()]);
     let summaries = HashMap::from([("c1".to_string(), summary)]);
-    let plan = newest(&rows, &[&p], &applied, &summaries, &HashSet::new());
-    let set = plan.set.iter().map(|l| l.message_id.to_string()).collect();
+    let plan = newest(&rows, &[&p], &applied, &summaries, &HashMap::new());
+    let set = (plan.set.iter())
+        .filter_map(|l| l.message_id.map(str::to_string))
+        .collect();
     (set, plan.recompute.len())
 }
 

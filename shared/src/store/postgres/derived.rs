@@ -144,7 +144,7 @@ pub(in crate::store) async fn write_last_messages(
         )
         .bind(column(rows, |r| r.conversation_id))
         .bind(column(rows, |r| r.message_id))
-        .bind(column(rows, |r| r.at.as_datetime()))
+        .bind(column(rows, |r| r.at.map(|at| at.as_datetime())))
         .bind(column(rows, |r| r.preview.as_deref()))
         .bind(column(rows, |r| r.author_id))
         .execute(&mut *tx.connection)

@@ -111,7 +111,7 @@ pub(in crate::store) async fn write_last_messages(
             (
                 r.conversation_id,
                 r.message_id,
-                r.at.to_string(),
+                r.at.map(|at| at.to_string()),
                 &r.preview,
                 r.author_id,
             )
