@@ -68,6 +68,21 @@ pub struct Pending {
     pub retry_count: i32,
 }
 
+#[cfg(test)]
+impl Pending {
+    /// The event of this envelope, parsed as a batch would, for the store's unit tests.
+    fn of(envelope: &serde_json::Value) -> Pending {
+        let limits = crate::event::Limits {
+            now: crate::timestamp::Timestamp::now(),
+            max_future_skew: std::time::Duration::from_secs(900),
+        };
+        Pending {
+            event: Event::parse(&envelope.to_string(), limits).expect("a valid event"),
+            retry_count: 0,
+        }
+    }
+}
+
 /// What became of an accepted event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Written {

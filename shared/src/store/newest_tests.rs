@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{Event, Limits};
 
 /// `last_message_id`, `_at`, `_preview`, `_author_id`.
 type Last = (
@@ -66,14 +65,7 @@ fn pending(id: &str, write: &Message, version: i64) -> Pending {
         serde_json::json!({"eventType": "dm.message.deleted", "occurredAt": occurred,
             "entityId": format!("c1/{id}")})
     };
-    let limits = Limits {
-        now: Timestamp::now(),
-        max_future_skew: std::time::Duration::from_secs(900),
-    };
-    Pending {
-        event: Event::parse(&body.to_string(), limits).expect("a valid event"),
-        retry_count: 0,
-    }
+    Pending::of(&body)
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -42,8 +42,6 @@ pub fn plan(chunk: &[Pending]) -> (Vec<Option<Written>>, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, Limits};
-    use crate::timestamp::Timestamp;
 
     fn follow(user: &str, at: &str, operation: &str, edge_type: &str) -> Pending {
         let body = serde_json::json!({
@@ -51,14 +49,7 @@ mod tests {
             "occurredAt": at,
             "payload": {"userId": user, "targetId": "t", "edgeType": edge_type, "createdAt": at},
         });
-        let limits = Limits {
-            now: Timestamp::now(),
-            max_future_skew: std::time::Duration::from_secs(900),
-        };
-        Pending {
-            event: Event::parse(&body.to_string(), limits).expect("a valid event"),
-            retry_count: 0,
-        }
+        Pending::of(&body)
     }
 
     const T0: &str = "2025-10-08T12:00:00Z";
